@@ -1,0 +1,286 @@
+"""Losses for hard labels, soft labels and knowledge distillation, batched over replicas.
+
+All losses take logits of shape ``(R, n, k)`` (``k = 1`` or a trailing-free ``(R, n)`` for the
+binary losses) and return one value per replica, shape ``(R,)``: the mean over the ``n`` samples,
+or a weighted mean when ``sample_weight`` (shape ``(n,)`` or ``(R, n)``, non-negative) is given.
+Summing the result over replicas and calling ``backward`` gives every replica its own gradient.
+
+Targets may be shared by all replicas (no leading ``R``) or per replica.
+
+Notation (chapter 1 of the book): student logits ``z_s``, teacher logits ``z_t``, temperature
+``T``, ``p^T = softmax(z / T)``. Hinton et al.'s distillation loss is
+``T^2 * KL(p_t^T || p_s^T)``; its gradient in ``z_s`` is ``T (p_s^T - p_t^T)``, and without the
+``T^2`` factor it is ``(p_s^T - p_t^T) / T``.
+
+Every public function validates its arguments (shapes, temperature, weights, label range, finite
+targets) when ``check=True`` (the default). Training loops that call a loss thousands of times on
+data already checked may pass ``check=False`` to avoid a device synchronisation per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "binary_cross_entropy",
+    "cross_entropy",
+    "soft_cross_entropy",
+    "kd_loss",
+    "distillation_loss",
+    "softmax_with_temperature",
+]
+
+
+def _check_logits(logits: torch.Tensor, name: str = "student_logits") -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must be floating point; got dtype {logits.dtype}")
+    if logits.dim() != 3:
+        raise ValueError(f"{name} must have shape (R, n, k); got {tuple(logits.shape)}")
+
+
+def _check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise TypeError(f"temperature must be a real number; got {type(temperature).__name__}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0; got {temperature}")
+    return float(temperature)
+
+
+def _check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
+        raise TypeError(f"alpha must be a real number in [0, 1]; got {type(alpha).__name__}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+    return float(alpha)
+
+
+def _broadcast_target(target: torch.Tensor, like: torch.Tensor, name: str) -> torch.Tensor:
+    """Accept ``like.shape`` or ``like.shape[1:]`` and return a tensor of ``like.shape``."""
+    if target.shape == like.shape:
+        return target
+    if target.shape == like.shape[1:]:
+        return target.expand_as(like)
+    raise ValueError(
+        f"{name} must have shape {tuple(like.shape)} or {tuple(like.shape[1:])}; "
+        f"got {tuple(target.shape)}"
+    )
+
+
+def _check_finite(tensor: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def _reduce(per_sample: torch.Tensor, sample_weight: torch.Tensor | None, check: bool):
+    """Mean over samples (last axis) per replica, optionally weighted."""
+    if sample_weight is None:
+        return per_sample.mean(dim=-1)
+    if check:
+        if not isinstance(sample_weight, torch.Tensor):
+            raise TypeError("sample_weight must be a torch.Tensor")
+        if (sample_weight < 0).any():
+            raise ValueError("sample_weight must be non-negative")
+    weight = _broadcast_target(sample_weight.to(per_sample.dtype), per_sample, "sample_weight")
+    total = weight.sum(dim=-1)
+    if check and (total <= 0).any():
+        raise ValueError("sample_weight must have a positive sum for every replica")
+    return (per_sample * weight).sum(dim=-1) / total
+
+
+def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``softmax(logits / T)`` over the last axis (any leading shape)."""
+    temperature = _check_temperature(temperature)
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        raise TypeError("logits must be a floating-point torch.Tensor")
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def binary_cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+    check: bool = True,
+) -> torch.Tensor:
+    """Binary cross-entropy ``-y log s(z) - (1-y) log(1-s(z))`` with hard or soft ``y`` in [0, 1].
+
+    Parameters
+    ----------
+    logits : Tensor, shape ``(R, n)`` or ``(R, n, 1)``
+        Student logits ``z``.
+    targets : Tensor, shape ``(n,)`` or ``(R, n)`` (a trailing 1 allowed)
+        Probabilities of the positive class: 0/1 for hard labels, a teacher's ``sigma(z_t)`` for
+        soft labels.
+
+    Returns
+    -------
+    Tensor, shape ``(R,)``
+    """
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        raise TypeError("logits must be a floating-point torch.Tensor")
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor; got {type(targets).__name__}")
+    if logits.dim() == 3:
+        if logits.shape[-1] != 1:
+            raise ValueError(
+                f"binary logits must have shape (R, n) or (R, n, 1); got {tuple(logits.shape)}"
+            )
+        logits = logits[..., 0]
+    if logits.dim() != 2:
+        raise ValueError(
+            f"binary logits must have shape (R, n) or (R, n, 1); got {tuple(logits.shape)}"
+        )
+    if (
+        targets.dim() >= 1
+        and targets.shape[-1] == 1
+        and targets.dim() in (2, 3)
+        and targets.shape[:-1] in (logits.shape, logits.shape[1:])
+    ):
+        targets = targets[..., 0]
+    targets = _broadcast_target(targets.to(logits.dtype), logits, "targets")
+    if check:
+        _check_finite(targets, "targets")
+        if ((targets < 0) | (targets > 1)).any():
+            raise ValueError("targets must be probabilities in [0, 1]")
+    per_sample = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return _reduce(per_sample, sample_weight, check)
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+    check: bool = True,
+) -> torch.Tensor:
+    """Multi-class cross-entropy with hard labels, ``-log softmax(z)_y``.
+
+    Parameters
+    ----------
+    logits : Tensor, shape ``(R, n, k)``
+    labels : LongTensor, shape ``(n,)`` or ``(R, n)``, values in ``0..k-1``
+
+    Returns
+    -------
+    Tensor, shape ``(R,)``
+    """
+    _check_logits(logits, "logits")
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor; got {type(labels).__name__}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"labels must be an integer tensor; got dtype {labels.dtype}")
+    labels = _broadcast_target(labels.long(), logits[..., 0], "labels")
+    k = logits.shape[-1]
+    if check and ((labels < 0) | (labels >= k)).any():
+        raise ValueError(f"labels must be in 0..{k - 1} (k={k} classes)")
+    log_probs = torch.log_softmax(logits, dim=-1)
+    per_sample = -log_probs.gather(-1, labels[..., None])[..., 0]
+    return _reduce(per_sample, sample_weight, check)
+
+
+def soft_cross_entropy(
+    logits: torch.Tensor,
+    target_probs: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+    check: bool = True,
+) -> torch.Tensor:
+    """Cross-entropy against soft targets, ``-sum_k p_k log softmax(z)_k``.
+
+    Parameters
+    ----------
+    logits : Tensor, shape ``(R, n, k)``
+    target_probs : Tensor, shape ``(n, k)`` or ``(R, n, k)``
+        Rows are probability vectors (non-negative, summing to one within 1e-4).
+
+    Returns
+    -------
+    Tensor, shape ``(R,)``
+    """
+    _check_logits(logits, "logits")
+    if not isinstance(target_probs, torch.Tensor):
+        raise TypeError(f"target_probs must be a torch.Tensor; got {type(target_probs).__name__}")
+    target_probs = _broadcast_target(target_probs.to(logits.dtype), logits, "target_probs")
+    if check:
+        _check_finite(target_probs, "target_probs")
+        if (target_probs < 0).any():
+            raise ValueError("target_probs must be non-negative")
+        if not torch.allclose(
+            target_probs.sum(-1),
+            torch.ones((), dtype=logits.dtype, device=logits.device),
+            atol=1e-4,
+        ):
+            raise ValueError("each row of target_probs must sum to 1")
+    per_sample = -(target_probs * torch.log_softmax(logits, dim=-1)).sum(-1)
+    return _reduce(per_sample, sample_weight, check)
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    t_squared: bool = True,
+    sample_weight: torch.Tensor | None = None,
+    check: bool = True,
+) -> torch.Tensor:
+    """Hinton et al.'s distillation loss ``T^2 KL(softmax(z_t/T) || softmax(z_s/T))``.
+
+    The KL divergence differs from the soft cross-entropy only by the teacher's entropy, which
+    does not depend on the student: same gradient, but the loss is 0 when the student matches.
+
+    Parameters
+    ----------
+    student_logits : Tensor, shape ``(R, n, k)``
+    teacher_logits : Tensor, shape ``(n, k)`` or ``(R, n, k)``
+    temperature : float
+        ``T > 0``.
+    t_squared : bool
+        Multiply by ``T^2`` (default), which keeps the gradient's size roughly independent of
+        ``T`` (Hinton et al., 2015, Sec. 2).
+
+    Returns
+    -------
+    Tensor, shape ``(R,)``
+    """
+    _check_logits(student_logits)
+    temperature = _check_temperature(temperature)
+    if not isinstance(teacher_logits, torch.Tensor):
+        raise TypeError(
+            f"teacher_logits must be a torch.Tensor; got {type(teacher_logits).__name__}"
+        )
+    teacher_logits = _broadcast_target(
+        teacher_logits.to(student_logits.dtype), student_logits, "teacher_logits"
+    )
+    if check:
+        _check_finite(teacher_logits, "teacher_logits")
+    log_p_teacher = torch.log_softmax(teacher_logits / temperature, dim=-1)
+    log_p_student = torch.log_softmax(student_logits / temperature, dim=-1)
+    per_sample = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
+    if t_squared:
+        per_sample = per_sample * temperature**2
+    return _reduce(per_sample, sample_weight, check)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    alpha: float = 0.5,
+    sample_weight: torch.Tensor | None = None,
+    check: bool = True,
+) -> torch.Tensor:
+    """The mixed loss ``alpha * CE(labels) + (1 - alpha) * kd_loss(T)``.
+
+    ``alpha = 1`` is plain hard-label training, ``alpha = 0`` pure distillation.
+
+    Returns
+    -------
+    Tensor, shape ``(R,)``
+    """
+    alpha = _check_alpha(alpha)
+    hard = cross_entropy(student_logits, labels, sample_weight, check)
+    soft = kd_loss(student_logits, teacher_logits, temperature, True, sample_weight, check)
+    return alpha * hard + (1 - alpha) * soft

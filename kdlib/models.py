@@ -1,0 +1,298 @@
+"""Students with a leading *replica* axis: R independent models as one tensor program.
+
+Every parameter has shape ``(R, ...)``. The forward pass is a batched matrix product, and the loss
+of a batch of replicas is the *sum* of their losses, so one backward pass gives each replica exactly
+the gradient it would get alone (gradients never mix across the replica axis). This is how the
+book trains seeds x hyper-parameters at once instead of looping over models in Python.
+
+Inputs are either shared by all replicas, shape ``(n, d)``, or one data set per replica, shape
+``(R, n, d)``. Outputs are logits of shape ``(R, n, k)``.
+
+Models
+------
+:class:`LinearStudent`
+    ``x -> x W`` (optionally ``+ b``), ``W`` of shape ``(R, d, k)``.
+:class:`DeepLinearStudent`
+    ``x -> x W_1 W_2 ... W_L``; its end-to-end weight is the product.
+:class:`TwoLayerReLU`
+    ``x -> m^{-1/2} relu(x V^T) a`` in NTK parametrisation, first layer trained, second layer
+    fixed at random signs (or trained).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import make_generator
+
+__all__ = ["LinearStudent", "DeepLinearStudent", "TwoLayerReLU", "check_inputs"]
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int; got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return value
+
+
+def _generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
+    if generator is not None and seed is not None:
+        raise ValueError("pass either generator or seed, not both")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+        return generator
+    return make_generator(0 if seed is None else seed)
+
+
+def check_inputs(x: torch.Tensor, replicas: int, in_features: int, reference: torch.Tensor):
+    """Validate model inputs: shape ``(n, d)`` or ``(R, n, d)``, same device and dtype as the model.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a floating-point tensor.
+    ValueError
+        On a wrong shape, or a device or dtype different from the model's.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor; got dtype {x.dtype}")
+    if x.dim() not in (2, 3) or x.shape[-1] != in_features:
+        raise ValueError(
+            f"x must have shape (n, {in_features}) or ({replicas}, n, {in_features}); "
+            f"got {tuple(x.shape)}"
+        )
+    if x.dim() == 3 and x.shape[0] != replicas:
+        raise ValueError(
+            f"x has {x.shape[0]} replicas on its leading axis; the model has {replicas}"
+        )
+    if x.device != reference.device:
+        raise ValueError(f"x is on {x.device} but the model is on {reference.device}")
+    if x.dtype != reference.dtype:
+        raise ValueError(f"x has dtype {x.dtype} but the model has {reference.dtype}")
+
+
+class LinearStudent(nn.Module):
+    """R linear models ``f_r(x) = x W_r (+ b_r)``.
+
+    Parameters
+    ----------
+    replicas : int
+        Number of independent models R.
+    in_features : int
+        Input dimension d.
+    out_features : int
+        Number of logits k (1 for a binary classifier).
+    init : {"zeros", "normal"}
+        Zero initialisation (the setting of Phuong & Lampert's optimisation-bias result) or
+        i.i.d. ``N(0, init_scale^2 / d)``.
+    init_scale : float
+        Scale of the normal initialisation.
+    bias : bool
+        Whether to add a trained bias (initialised at zero).
+    generator, seed :
+        Source of randomness for the initialisation (drawn on the CPU, so identical on every
+        device). At most one of the two.
+    device, dtype :
+        Where and in which precision the parameters live.
+    """
+
+    def __init__(
+        self,
+        replicas: int,
+        in_features: int,
+        out_features: int = 1,
+        init: str = "zeros",
+        init_scale: float = 1.0,
+        bias: bool = False,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.replicas = _check_positive_int(replicas, "replicas")
+        self.in_features = _check_positive_int(in_features, "in_features")
+        self.out_features = _check_positive_int(out_features, "out_features")
+        if init not in ("zeros", "normal"):
+            raise ValueError(f"init must be 'zeros' or 'normal'; got {init!r}")
+        shape = (replicas, in_features, out_features)
+        if init == "zeros":
+            weight = torch.zeros(shape, dtype=dtype)
+        else:
+            gen = _generator(generator, seed)
+            weight = torch.randn(shape, generator=gen, dtype=dtype) * (
+                init_scale / math.sqrt(in_features)
+            )
+        self.weight = nn.Parameter(weight.to(device))
+        self.bias = (
+            nn.Parameter(torch.zeros(replicas, 1, out_features, dtype=dtype, device=device))
+            if bias
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(R, n, k)`` for inputs ``(n, d)`` or ``(R, n, d)``."""
+        check_inputs(x, self.replicas, self.in_features, self.weight)
+        out = torch.matmul(x, self.weight)
+        return out if self.bias is None else out + self.bias
+
+    def end_to_end(self) -> torch.Tensor:
+        """The weight matrix, shape ``(R, d, k)``."""
+        return self.weight
+
+
+class DeepLinearStudent(nn.Module):
+    """R deep linear networks ``f_r(x) = x W_1 W_2 ... W_L``.
+
+    Parameters
+    ----------
+    replicas, in_features, out_features :
+        As in :class:`LinearStudent`.
+    depth : int
+        Number of weight matrices L (``depth=1`` is a linear model).
+    width : int
+        Width of the hidden layers.
+    init_scale : float
+        Each layer is ``N(0, init_scale^2 / fan_in)``; small values give the small-initialisation
+        regime of the deep-linear analyses.
+    init : {"normal", "balanced"}
+        ``"balanced"`` rescales the layers so that ``W_j W_j^T = W_{j+1}^T W_{j+1}`` holds at
+        initialisation for a rank-one network (the balancedness condition of deep-linear
+        analyses), built from one random direction per layer.
+    """
+
+    def __init__(
+        self,
+        replicas: int,
+        in_features: int,
+        out_features: int = 1,
+        depth: int = 2,
+        width: int = 16,
+        init_scale: float = 0.1,
+        init: str = "normal",
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.replicas = _check_positive_int(replicas, "replicas")
+        self.in_features = _check_positive_int(in_features, "in_features")
+        self.out_features = _check_positive_int(out_features, "out_features")
+        self.depth = _check_positive_int(depth, "depth")
+        self.width = _check_positive_int(width, "width")
+        if init not in ("normal", "balanced"):
+            raise ValueError(f"init must be 'normal' or 'balanced'; got {init!r}")
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0; got {init_scale}")
+        gen = _generator(generator, seed)
+        dims = [in_features] + [width] * (depth - 1) + [out_features]
+        layers = []
+        if init == "normal":
+            for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
+                w = torch.randn(replicas, fan_in, fan_out, generator=gen, dtype=dtype)
+                layers.append(w * init_scale / math.sqrt(fan_in))
+        else:
+            # Rank-one balanced: W_j = s * u_j v_j^T with unit vectors chained u_j = v_{j-1}.
+            units = [
+                torch.nn.functional.normalize(
+                    torch.randn(replicas, dim, generator=gen, dtype=dtype), dim=-1
+                )
+                for dim in dims
+            ]
+            for j in range(depth):
+                layers.append(init_scale * units[j][:, :, None] * units[j + 1][:, None, :])
+        self.layers = nn.ParameterList([nn.Parameter(w.to(device)) for w in layers])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(R, n, k)``."""
+        check_inputs(x, self.replicas, self.in_features, self.layers[0])
+        out = x
+        for weight in self.layers:
+            out = torch.matmul(out, weight)
+        return out
+
+    def end_to_end(self) -> torch.Tensor:
+        """The product ``W_1 ... W_L``, shape ``(R, d, k)``."""
+        product = self.layers[0]
+        for weight in self.layers[1:]:
+            product = torch.matmul(product, weight)
+        return product
+
+
+class TwoLayerReLU(nn.Module):
+    """R two-layer ReLU networks in NTK parametrisation.
+
+    ``f_r(x) = m^{-1/2} sum_j a_{rj} relu(<v_{rj}, x>)`` with ``v_{rj} ~ N(0, I_d)`` and
+    ``a_{rj}`` uniform on ``{-1, +1}`` (one output) or ``N(0, 1)`` per output. The ``1/sqrt(m)``
+    output scaling is what makes very wide networks behave like their neural tangent kernel.
+
+    Parameters
+    ----------
+    replicas, in_features, out_features :
+        As in :class:`LinearStudent`.
+    width : int
+        Number of hidden neurons m.
+    train_second_layer : bool
+        Whether ``a`` is trained (default: fixed, as in most NTK analyses of two-layer nets).
+    symmetric_init : bool
+        If True, neurons come in pairs with equal ``v`` and opposite ``a`` so that ``f = 0`` at
+        initialisation (removes the random initial function; ``width`` must be even).
+    bias : bool
+        Whether each neuron has a bias ``relu(<v, x> + c)`` (initialised ``N(0, 1)``).
+    """
+
+    def __init__(
+        self,
+        replicas: int,
+        in_features: int,
+        width: int,
+        out_features: int = 1,
+        train_second_layer: bool = False,
+        symmetric_init: bool = False,
+        bias: bool = False,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.replicas = _check_positive_int(replicas, "replicas")
+        self.in_features = _check_positive_int(in_features, "in_features")
+        self.width = _check_positive_int(width, "width")
+        self.out_features = _check_positive_int(out_features, "out_features")
+        if symmetric_init and width % 2:
+            raise ValueError(f"symmetric_init needs an even width; got width={width}")
+        gen = _generator(generator, seed)
+        half = width // 2 if symmetric_init else width
+        v = torch.randn(replicas, half, in_features, generator=gen, dtype=dtype)
+        c = torch.randn(replicas, half, generator=gen, dtype=dtype) if bias else None
+        if out_features == 1:
+            a = torch.randint(0, 2, (replicas, half, 1), generator=gen).to(dtype) * 2 - 1
+        else:
+            a = torch.randn(replicas, half, out_features, generator=gen, dtype=dtype)
+        if symmetric_init:
+            v = torch.cat([v, v], dim=1)
+            a = torch.cat([a, -a], dim=1)
+            c = torch.cat([c, c], dim=1) if c is not None else None
+        self.hidden = nn.Parameter(v.to(device))  # (R, m, d)
+        self.hidden_bias = nn.Parameter(c.to(device)) if c is not None else None  # (R, m)
+        self.output = nn.Parameter(a.to(device), requires_grad=train_second_layer)  # (R, m, k)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-activations ``<v_j, x> (+ c_j)``, shape ``(R, n, m)``."""
+        check_inputs(x, self.replicas, self.in_features, self.hidden)
+        pre = torch.matmul(x, self.hidden.transpose(1, 2))
+        return pre if self.hidden_bias is None else pre + self.hidden_bias[:, None, :]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(R, n, k)``."""
+        hidden = torch.relu(self.features(x))
+        return torch.matmul(hidden, self.output) / math.sqrt(self.width)

@@ -1,0 +1,100 @@
+"""Claims pass when the rule holds, raise when it does not, and are recorded."""
+
+import numpy as np
+import pytest
+
+from kdlib.claims import ClaimFailed, Claims, Ledger, fit_slope, records_to_markdown
+from kdlib.config import resolve
+
+
+@pytest.fixture
+def claims(tmp_path):
+    return Claims("test", resolve("quick", "cpu"), ledger=Ledger(tmp_path / "ledger.json"))
+
+
+def test_close_passes_and_fails(claims):
+    assert claims.close("ok", 1.0, 1.05, rtol=0.1, why="t").passed
+    with pytest.raises(ClaimFailed, match="predicted 1; measured 1.2"):
+        claims.close("bad", 1.0, 1.2, rtol=0.1, why="t")
+
+
+def test_close_on_arrays_reports_worst(claims):
+    claims.close("arr", np.zeros(3), np.array([0.0, 1e-9, 0.0]), atol=1e-8)
+    with pytest.raises(ClaimFailed, match="max \\|dev\\|"):
+        claims.close("arr-bad", np.zeros(3), np.array([0.0, 1e-3, 0.0]), atol=1e-8)
+
+
+def test_close_rejects_nan(claims):
+    with pytest.raises(ClaimFailed):
+        claims.close("nan", 1.0, float("nan"), atol=1.0)
+
+
+def test_ordered(claims):
+    claims.ordered("order", {"soft": 0.1, "hard": 0.3}, order=["soft", "hard"])
+    with pytest.raises(ClaimFailed, match="soft < hard"):
+        claims.ordered("order-bad", {"soft": 0.3, "hard": 0.1}, order=["soft", "hard"])
+    with pytest.raises(ClaimFailed):
+        claims.ordered("margin", {"a": 0.1, "b": 0.15}, order=["a", "b"], margin=0.1)
+    with pytest.raises(ValueError, match="not present"):
+        claims.ordered("typo", {"a": 1}, order=["a", "b"])
+
+
+def test_slope_recovers_an_exponent(claims):
+    x = np.array([10, 20, 40, 80, 160.0])
+    assert abs(fit_slope(x, 3 * x**-0.5) + 0.5) < 1e-12
+    claims.slope("rate", x, 3 * x**-0.5, predicted=-0.5, tol=0.05)
+    with pytest.raises(ClaimFailed, match="slope"):
+        claims.slope("rate-bad", x, 3 * x**-0.5, predicted=-1.0, tol=0.05)
+
+
+def test_monotone_with_seeds(claims):
+    rng = np.random.default_rng(0)
+    x = np.arange(6)
+    decreasing = (10 - x)[:, None] + 0.1 * rng.standard_normal((6, 30))
+    claims.monotone("down", x, decreasing, "decreasing", strict=True)
+    with pytest.raises(ClaimFailed, match="significantly"):
+        claims.monotone("up", x, -decreasing, "decreasing")
+    flat = np.ones((6, 1)) + 0.1 * rng.standard_normal((6, 30))
+    claims.monotone("flat-ok", x, flat, "decreasing", strict=False)
+    with pytest.raises(ClaimFailed):
+        claims.monotone("flat-strict", x, flat, "decreasing", strict=True)
+
+
+def test_monotone_exact(claims):
+    claims.monotone("exact", [1, 2, 3], [3.0, 2.0, 2.0], "decreasing")
+    with pytest.raises(ClaimFailed):
+        claims.monotone("exact-bad", [1, 2, 3], [3.0, 2.0, 2.5], "decreasing")
+
+
+def test_bounds(claims):
+    claims.at_most("ub", 0.1, 0.2)
+    claims.at_least("lb", 0.3, 0.2)
+    with pytest.raises(ClaimFailed):
+        claims.at_most("ub-bad", 0.3, 0.2)
+
+
+def test_ledger_records_every_claim_and_replaces_reruns(tmp_path):
+    ledger = Ledger(tmp_path / "l.json")
+    claims = Claims("ch", resolve("quick", "cpu"), ledger=ledger)
+    claims.close("a", 1.0, 1.0)
+    with pytest.raises(ClaimFailed):
+        claims.close("b", 1.0, 2.0)
+    claims.close("a", 1.0, 1.0)
+    rows = ledger.read()
+    assert [(r.name, r.passed) for r in rows] == [("b", False), ("a", True)]
+    assert "| ch | a |" in records_to_markdown(rows)
+
+
+def test_corrupt_ledger_reads_as_empty(tmp_path):
+    path = tmp_path / "l.json"
+    path.write_text("{ not json")
+    assert Ledger(path).read() == []
+
+
+def test_bad_arguments(claims):
+    with pytest.raises(ValueError, match="rtol"):
+        claims.close("x", 1, 1, rtol=-1)
+    with pytest.raises(ValueError, match="direction"):
+        claims.monotone("x", [1, 2], [1, 2], direction="up")
+    with pytest.raises(ValueError, match="chapter"):
+        Claims("")
