@@ -32,7 +32,7 @@ def test_empirical_ntk_equals_autograd_jacobian_gram(second, bias):
 
 
 def test_empirical_ntk_is_unbiased_with_variance_one_over_width():
-    """Averaged over replicas the finite kernel is the analytic one; its spread shrinks as m^-1/2."""
+    """Averaged over replicas the finite kernel is the analytic one; spread shrinks as m^-1/2."""
     x = _x(5, 4)
     limit = relu_ntk(x)
     rms = {}

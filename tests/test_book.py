@@ -1,0 +1,64 @@
+"""The book builds strictly (warnings are errors) and serves its maths locally.
+
+Executes every chapter at quick scale as part of the build; the chapters' claims raise on failure,
+so a theorem that no longer holds fails this test as well as its nbmake test.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def built_html(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    env = dict(os.environ, KDLIB_SCALE="quick")
+    env.pop("KDLIB_LEDGER", None)  # the build writes the book's own ledger
+    proc = subprocess.run(
+        [
+            str(jupyter_book),
+            "build",
+            str(ROOT),
+            "--path-output",
+            str(out),
+            "-W",
+            "-n",
+            "--keep-going",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    return out / "_build" / "html"
+
+
+def test_every_toc_page_is_built(built_html):
+    toc = (ROOT / "_toc.yml").read_text()
+    for name in re.findall(r"file: (\S+)", toc) + [re.search(r"root: (\S+)", toc).group(1)]:
+        assert (built_html / f"{name}.html").exists(), name
+
+
+def test_mathjax_is_served_locally(built_html):
+    for page in built_html.glob("book/*.html"):
+        html = page.read_text()
+        scripts = re.findall(r'<script[^>]+src="([^"]+)"', html)
+        external = [s for s in scripts if s.startswith(("http:", "https:", "//"))]
+        assert not external, f"{page.name} loads external scripts: {external}"
+        if re.search(r'class="math', html):
+            assert "_static/mathjax/tex-mml-chtml.js" in html
+    assert (built_html / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+
+
+def test_claims_ledger_page_lists_claims(built_html):
+    html = (built_html / "book" / "90_claims_ledger.html").read_text()
+    assert "soft-labels" in html
+    assert re.search(r"passed</strong>, 0 failed", html), "the ledger shows failed claims"
