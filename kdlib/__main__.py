@@ -1,0 +1,138 @@
+"""Command line: ``python -m kdlib {list,reproduce,claims,bench}``.
+
+``list``
+    Chapter ids and their experiments.
+``reproduce <chapter>|all [--scale full] [--device cuda] [--out results]``
+    Run every experiment of the chapter(s) (the same functions the notebooks call), with a progress
+    bar; write figures (PNG) and a claims table per chapter under ``<out>/<scale>/<chapter>/``;
+    cache each result on disk so an interrupted run resumes and re-plotting needs no retraining.
+    Exits with status 1 if any claim failed.
+``claims [--scale quick]``
+    Run every experiment headless and print every claim as a table (no figures); exit 1 on a
+    failed claim.
+``bench``
+    The batched-replicas benchmark (see :mod:`kdlib.bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .cache import ResultCache, cache_key, code_hash
+from .claims import ClaimRecord, Claims, Ledger, records_to_markdown
+from .config import RunConfig, resolve
+from .experiments import chapters, get_chapter
+
+
+def _selected(chapter: str) -> list:
+    if chapter == "all":
+        return list(chapters().values())
+    return [get_chapter(chapter)]
+
+
+def run_chapters(
+    chapter: str,
+    config: RunConfig,
+    out: Path,
+    figures: bool = True,
+    use_cache: bool = True,
+) -> list[ClaimRecord]:
+    """Run, cache, plot and check every experiment of ``chapter`` (or ``"all"``).
+
+    Returns every claim record (failed ones included: claims do not raise here, so one failure
+    does not hide the others). Ledger: ``<out>/<scale>/claims.json``.
+    """
+    modules = _selected(chapter)
+    code = code_hash()
+    ledger = Ledger(out / config.scale / "claims.json")
+    records: list[ClaimRecord] = []
+    work = [(module, exp) for module in modules for exp in module.EXPERIMENTS]
+    bar = tqdm(work, desc="experiments", unit="exp")
+    for module, experiment in bar:
+        bar.set_postfix_str(f"{module.CHAPTER}/{experiment.name}")
+        folder = out / config.scale / module.CHAPTER
+        cache = ResultCache(folder / "cache")
+        key = cache_key(module.CHAPTER, experiment.name, config, code)
+        start = time.perf_counter()
+        if use_cache:
+            result, hit = cache.get_or_run(experiment.name, key, lambda e=experiment: e.run(config))
+        else:
+            result, hit = experiment.run(config), False
+        elapsed = time.perf_counter() - start
+        claims = Claims(module.CHAPTER, config, ledger=ledger, raise_on_fail=False)
+        experiment.check(result, claims)
+        records.extend(claims.records)
+        if figures and experiment.plot is not None:
+            import matplotlib.pyplot as plt
+
+            fig = experiment.plot(result)
+            folder.mkdir(parents=True, exist_ok=True)
+            fig.savefig(folder / f"{experiment.name}.png")
+            plt.close(fig)
+        status = "cached" if hit else f"{elapsed:.1f} s"
+        tqdm.write(f"{module.CHAPTER}/{experiment.name}: {status}, {len(claims.records)} claims")
+    for module in modules:
+        rows = [r for r in records if r.chapter == module.CHAPTER]
+        folder = out / config.scale / module.CHAPTER
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "claims.md").write_text(records_to_markdown(rows) + "\n")
+    return records
+
+
+def _report(records: list[ClaimRecord]) -> int:
+    print(records_to_markdown(records))
+    failed = [r for r in records if not r.passed]
+    print(f"\n{len(records) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m kdlib``."""
+    parser = argparse.ArgumentParser(prog="python -m kdlib", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="chapter ids and experiments")
+    for name in ("reproduce", "claims"):
+        p = sub.add_parser(name, help=f"{name} the book's experiments")
+        if name == "reproduce":
+            p.add_argument("chapter", help="a chapter id (see `list`) or 'all'")
+        p.add_argument(
+            "--scale", default=None, help="quick or full (default: $KDLIB_SCALE or quick)"
+        )
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: $KDLIB_DEVICE)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+        p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
+    p = sub.add_parser("bench", help="batched replicas vs a Python loop vs torch.func.vmap")
+    p.add_argument("--device", default=None)
+    p.add_argument("--sizes", default="small,large", help="comma-separated: small, large")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for chapter_id, module in chapters().items():
+            names = ", ".join(e.name for e in module.EXPERIMENTS)
+            print(f"{chapter_id:28s} {module.TITLE}  [{names}]")
+        return 0
+    if args.command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(device=args.device, sizes=args.sizes.split(","))
+    try:
+        config = resolve(args.scale, args.device, args.seed)
+        chapter = args.chapter if args.command == "reproduce" else "all"
+        _selected(chapter)  # validate the chapter id before any work
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    print(f"scale={config.scale} device={config.device} seed={config.seed}", file=sys.stderr)
+    records = run_chapters(
+        chapter, config, args.out, figures=args.command == "reproduce", use_cache=not args.no_cache
+    )
+    return _report(records)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

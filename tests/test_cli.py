@@ -1,0 +1,90 @@
+"""`python -m kdlib`: chapter selection, caching across runs, claims table and exit status."""
+
+import types
+from dataclasses import dataclass
+
+import pytest
+
+import kdlib.__main__ as cli
+from kdlib.experiments import Experiment, chapters
+
+
+@dataclass
+class _Result:
+    value: float
+
+
+def _fake_chapter(calls, predicted=1.0):
+    def run(config):
+        calls.append(config.scale)
+        return _Result(1.0)
+
+    def check(result, claims):
+        claims.close("value", predicted=predicted, measured=result.value, atol=1e-9)
+
+    def plot(result):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, result.value])
+        return fig
+
+    return types.SimpleNamespace(
+        CHAPTER="fake", TITLE="Fake", EXPERIMENTS=[Experiment("only", run, check, plot)]
+    )
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    calls = []
+    module = _fake_chapter(calls)
+    monkeypatch.setattr(cli, "chapters", lambda: {"fake": module})
+    monkeypatch.setattr(cli, "get_chapter", lambda c: {"fake": module}[c])
+    return calls, module
+
+
+def test_reproduce_writes_figures_claims_and_caches(fake, tmp_path, capsys):
+    calls, _ = fake
+    assert cli.main(["reproduce", "fake", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert cli.main(["reproduce", "all", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert calls == ["quick"]  # second run came from the cache
+    folder = tmp_path / "quick" / "fake"
+    assert (folder / "only.png").exists() and "| fake | value |" in (
+        folder / "claims.md"
+    ).read_text()
+    assert "1 passed, 0 failed" in capsys.readouterr().out
+
+
+def test_failed_claim_gives_exit_status_1(monkeypatch, tmp_path):
+    module = _fake_chapter([], predicted=2.0)
+    monkeypatch.setattr(cli, "chapters", lambda: {"fake": module})
+    assert cli.main(["claims", "--out", str(tmp_path), "--device", "cpu"]) == 1
+
+
+def test_unknown_chapter_and_scale_are_clear_errors(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "no-such-chapter"])
+    assert "unknown chapter" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["claims", "--scale", "huge"])
+    assert "scale must be one of" in capsys.readouterr().err
+
+
+def test_every_chapter_module_is_well_formed():
+    for chapter_id, module in chapters().items():
+        assert module.CHAPTER == chapter_id and module.TITLE
+        names = [e.name for e in module.EXPERIMENTS]
+        assert len(names) == len(set(names)) and all(
+            isinstance(e, Experiment) for e in module.EXPERIMENTS
+        )
+
+
+def test_bench_runs_at_a_tiny_size(monkeypatch, capsys):
+    from kdlib import bench
+
+    monkeypatch.setitem(
+        bench.SIZES, "small", {"n": 8, "d": 3, "width": 4, "replicas": 4, "loop_subset": 2}
+    )
+    monkeypatch.setattr(bench, "STEPS", 3)
+    assert bench.main("cpu", ["small"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("speedup_vs_loop: ")
