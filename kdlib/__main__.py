@@ -27,6 +27,7 @@ from .cache import ResultCache, cache_key, code_hash
 from .claims import ClaimRecord, Claims, Ledger, records_to_markdown
 from .config import RunConfig, resolve
 from .experiments import chapters, get_chapter
+from .train import interrupts_propagate
 
 
 def _selected(chapter: str) -> list:
@@ -59,10 +60,13 @@ def run_chapters(
         cache = ResultCache(folder / "cache")
         key = cache_key(module.CHAPTER, experiment.name, config, code)
         start = time.perf_counter()
-        if use_cache:
-            result, hit = cache.get_or_run(experiment.name, key, lambda e=experiment: e.run(config))
-        else:
-            result, hit = experiment.run(config), False
+        with interrupts_propagate():  # Ctrl-C: stop, never cache a half-trained result
+            if use_cache:
+                result, hit = cache.get_or_run(
+                    experiment.name, key, lambda e=experiment: e.run(config)
+                )
+            else:
+                result, hit = experiment.run(config), False
         elapsed = time.perf_counter() - start
         claims = Claims(module.CHAPTER, config, ledger=ledger, raise_on_fail=False)
         experiment.check(result, claims)
@@ -128,9 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     print(f"scale={config.scale} device={config.device} seed={config.seed}", file=sys.stderr)
-    records = run_chapters(
-        chapter, config, args.out, figures=args.command == "reproduce", use_cache=not args.no_cache
-    )
+    try:
+        records = run_chapters(
+            chapter,
+            config,
+            args.out,
+            figures=args.command == "reproduce",
+            use_cache=not args.no_cache,
+        )
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished experiments are cached; run again to resume", file=sys.stderr
+        )
+        return 130
     return _report(records)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "kd_loss",
     "distillation_loss",
     "softmax_with_temperature",
+    "kl_divergence_from_logits",
 ]
 
 
@@ -217,6 +218,49 @@ def soft_cross_entropy(
     return _reduce(per_sample, sample_weight, check)
 
 
+# Taylor coefficients of f(u) = e^u - 1 - u = sum_{j>=2} u^j / j!, for the small-u branch.
+_EXPM1_MINUS_U = [1.0 / math.factorial(j) for j in range(2, 14)]
+_SMALL_U = 0.5
+
+
+def _expm1_minus_u(u: torch.Tensor) -> torch.Tensor:
+    """``e^u - 1 - u`` for ``|u| <= 0.5`` without cancellation (series to ``u^13``; the truncation
+    error is below ``1e-13`` relative)."""
+    result = torch.zeros_like(u)
+    for coefficient in reversed(_EXPM1_MINUS_U):
+        result = (result + coefficient) * u
+    return result * u
+
+
+def kl_divergence_from_logits(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor
+) -> torch.Tensor:
+    """``KL(softmax(a) || softmax(b))`` over the last axis, accurate also when ``a ~ b``.
+
+    The textbook form ``sum p (log p - log q)`` subtracts nearly equal numbers when the two
+    distributions are close (high temperature): in float32 its relative error grows like
+    ``eps / |a - b|^2`` (0.6% at ``T = 1000`` for unit logits). For samples whose centred logit
+    difference ``u = (a - b) - E_q[a - b]`` is small (``max |u| <= 0.5``) we use the exact identity
+    ``KL = (E_q[u^2] + E_q[u f(u)]) / (1 + S) - log1p(S)``, ``f(u) = e^u - 1 - u``,
+    ``S = E_q[f(u)]``, which has no cancellation; other samples use the textbook form.
+    """
+    log_p = torch.log_softmax(teacher_logits, dim=-1)
+    log_q = torch.log_softmax(student_logits, dim=-1)
+    textbook = (log_p.exp() * (log_p - log_q)).sum(-1)
+    q = log_q.exp()
+    diff = teacher_logits - student_logits
+    diff = diff - diff.mean(-1, keepdim=True)
+    u = diff - (q * diff).sum(-1, keepdim=True)
+    small = u.abs().amax(-1) <= _SMALL_U
+    u_small = torch.where(small[..., None], u, torch.zeros_like(u))  # no overflow in this branch
+    f = _expm1_minus_u(u_small)
+    s = (q * f).sum(-1)
+    stable = ((q * u_small * u_small).sum(-1) + (q * u_small * f).sum(-1)) / (1 + s) - torch.log1p(
+        s
+    )
+    return torch.where(small, stable, textbook)
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -255,9 +299,9 @@ def kd_loss(
     )
     if check:
         _check_finite(teacher_logits, "teacher_logits")
-    log_p_teacher = torch.log_softmax(teacher_logits / temperature, dim=-1)
-    log_p_student = torch.log_softmax(student_logits / temperature, dim=-1)
-    per_sample = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
+    per_sample = kl_divergence_from_logits(
+        teacher_logits / temperature, student_logits / temperature
+    )
     if t_squared:
         per_sample = per_sample * temperature**2
     return _reduce(per_sample, sample_weight, check)

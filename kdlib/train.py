@@ -15,7 +15,10 @@ Design notes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +26,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["TrainResult", "train", "replica_parameters"]
+__all__ = [
+    "TrainResult",
+    "train",
+    "train_chunked",
+    "auto_chunk_size",
+    "replica_parameters",
+    "interrupts_propagate",
+]
+
+_PROPAGATE_INTERRUPT: ContextVar[bool] = ContextVar("kdlib_propagate_interrupt", default=False)
+
+
+@contextlib.contextmanager
+def interrupts_propagate() -> Iterator[None]:
+    """Inside this block, ``Ctrl-C`` during :func:`train` is re-raised instead of ending training
+    early. Used by ``python -m kdlib reproduce`` so that a half-trained result is never cached."""
+    token = _PROPAGATE_INTERRUPT.set(True)
+    try:
+        yield
+    finally:
+        _PROPAGATE_INTERRUPT.reset(token)
+
 
 LossFn = Callable[[nn.Module, torch.Tensor | None], torch.Tensor]
 MetricsFn = Callable[[nn.Module], dict[str, torch.Tensor]]
@@ -192,6 +216,8 @@ def train(
             done = step + 1
             bar.update(1)
     except KeyboardInterrupt:
+        if _PROPAGATE_INTERRUPT.get():
+            raise
         interrupted = True
     finally:
         bar.close()
@@ -205,4 +231,120 @@ def train(
         metrics={k: torch.stack(v).cpu() for k, v in recorded_metrics.items()},
         interrupted=interrupted,
         steps_done=done,
+    )
+
+
+def available_memory(device: torch.device) -> int:
+    """Free memory in bytes on ``device`` (CUDA: free device memory; CPU: ``MemAvailable``)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def auto_chunk_size(
+    replicas: int, bytes_per_replica: int, device: torch.device, budget: float = 0.5
+) -> int:
+    """How many replicas fit in ``budget`` (a fraction) of the free memory of ``device``.
+
+    ``bytes_per_replica`` should count parameters, gradients and the forward activations of one
+    replica (e.g. ``4 * n * width`` bytes of hidden activations in float32).
+    """
+    if bytes_per_replica <= 0:
+        raise ValueError(f"bytes_per_replica must be > 0; got {bytes_per_replica}")
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget must be in (0, 1]; got {budget}")
+    fits = int(available_memory(device) * budget // bytes_per_replica)
+    return max(1, min(replicas, fits))
+
+
+def _slice_model(model: nn.Module, start: int, stop: int, device: torch.device) -> nn.Module:
+    """A copy of ``model`` holding replicas ``start:stop`` of every parameter, on ``device``."""
+    import copy
+
+    # Deep-copy the structure without copying the (possibly large) parameters.
+    memo = {id(p): nn.Parameter(torch.empty(0, device="meta")) for p in model.parameters()}
+    chunk = copy.deepcopy(model, memo)
+    for name, full in model.named_parameters():
+        owner, _, attr = name.rpartition(".")
+        module = chunk.get_submodule(owner) if owner else chunk
+        sliced = full.detach()[start:stop].to(device).clone()
+        setattr(module, attr, nn.Parameter(sliced, requires_grad=full.requires_grad))
+    if hasattr(chunk, "replicas"):
+        chunk.replicas = stop - start
+    return chunk
+
+
+def train_chunked(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, torch.Tensor | None, slice], torch.Tensor],
+    steps: int,
+    lr: float | torch.Tensor,
+    *,
+    chunk_size: int | None = None,
+    bytes_per_replica: int | None = None,
+    device: torch.device | str | None = None,
+    **train_kwargs,
+) -> TrainResult:
+    """Train the replicas of ``model`` in chunks that fit in memory; same result as one chunk.
+
+    Replicas are independent, so training ``model`` chunk by chunk (each chunk copied to
+    ``device``, trained, and written back into ``model``) gives the same weights as training all
+    at once. ``loss_fn(chunk_model, batch, replicas)`` receives the ``slice`` of replicas in the
+    chunk, to select per-replica data or masks.
+
+    Parameters
+    ----------
+    chunk_size : int, optional
+        Replicas per chunk. Default: :func:`auto_chunk_size` from ``bytes_per_replica`` (required
+        then), or all replicas at once if neither is given.
+    device : optional
+        Where chunks are trained (default: where ``model`` lives).
+    train_kwargs :
+        Passed to :func:`train` (``record_every``, ``metrics_fn``, ...). Metrics are concatenated
+        along the replica axis.
+    """
+    params = list(model.parameters())
+    replicas = params[0].shape[0]
+    target = torch.device(device) if device is not None else params[0].device
+    if chunk_size is None:
+        chunk_size = (
+            auto_chunk_size(replicas, bytes_per_replica, target) if bytes_per_replica else replicas
+        )
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    rates = lr if isinstance(lr, torch.Tensor) else None
+    results = []
+    for start in range(0, replicas, chunk_size):
+        stop = min(start + chunk_size, replicas)
+        chunk = _slice_model(model, start, stop, target)
+        part = slice(start, stop)
+        chunk_lr = rates[part] if rates is not None else lr
+        results.append(
+            train(
+                chunk,
+                lambda m, batch, p=part: loss_fn(m, batch, p),
+                steps,
+                chunk_lr,
+                **train_kwargs,
+            )
+        )
+        with torch.no_grad():
+            for full, trained in zip(params, chunk.parameters(), strict=True):
+                full[start:stop] = trained.to(full.device)
+        if results[-1].interrupted:
+            break
+    return TrainResult(
+        steps=results[0].steps,
+        loss=torch.cat([r.loss for r in results], dim=1),
+        metrics={k: torch.cat([r.metrics[k] for r in results], dim=1) for k in results[0].metrics},
+        interrupted=any(r.interrupted for r in results),
+        steps_done=min(r.steps_done for r in results),
     )

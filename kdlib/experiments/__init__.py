@@ -22,6 +22,7 @@ A notebook calls the three parts one by one and tells the story between them;
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,13 +46,18 @@ class Experiment:
 
 
 def chapters() -> dict[str, ModuleType]:
-    """All chapter modules found in this package, keyed by their ``CHAPTER`` id, in book order
-    (modules may set ``ORDER``, an int; default 100)."""
+    """All chapter modules, keyed by their ``CHAPTER`` id, in book order (modules may set
+    ``ORDER``, an int; default 100): those of this package, plus any importable modules named in
+    the environment variable ``KDLIB_EXTRA_CHAPTERS`` (comma-separated; for your own chapters)."""
+    names = [
+        f"{__name__}.{info.name}"
+        for info in pkgutil.iter_modules(__path__)
+        if not info.name.startswith("_")
+    ]
+    names += [n.strip() for n in os.environ.get("KDLIB_EXTRA_CHAPTERS", "").split(",") if n.strip()]
     found = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    for name in names:
+        module = importlib.import_module(name)
         if hasattr(module, "CHAPTER") and hasattr(module, "EXPERIMENTS"):
             found[module.CHAPTER] = module
     return dict(sorted(found.items(), key=lambda item: getattr(item[1], "ORDER", 100)))
