@@ -18,3 +18,55 @@ def _isolated_ledger(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True, scope="session")
 def _deterministic():
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _build_book(out):
+    """Build the book strictly (warnings are errors) into ``out``; returns the HTML folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    env = dict(os.environ, KDLIB_SCALE="quick")
+    env.pop("KDLIB_LEDGER", None)  # the build writes the book's own ledger
+    proc = subprocess.run(
+        [
+            str(jupyter_book),
+            "build",
+            str(ROOT),
+            "--path-output",
+            str(out),
+            "-W",
+            "-n",
+            "--keep-going",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
+    log = proc.stdout[-8000:] + proc.stderr[-8000:]
+    return out / "_build" / "html", proc.returncode, log
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory, worker_id):
+    """The book built once per test session (shared by pytest-xdist workers through a lock):
+    ``(html_folder, returncode, log)``. Building executes every chapter at quick scale."""
+    from filelock import FileLock
+
+    if worker_id == "master":
+        return _build_book(tmp_path_factory.mktemp("book"))
+    shared = tmp_path_factory.getbasetemp().parent / "shared-book"
+    with FileLock(str(shared) + ".lock"):
+        marker = shared / "result.txt"
+        if marker.exists():
+            code, _, log = marker.read_text().partition("\n")
+            return shared / "_build" / "html", int(code), log
+        shared.mkdir(exist_ok=True)
+        html, code, log = _build_book(shared)
+        marker.write_text(f"{code}\n{log}")
+        return html, code, log
