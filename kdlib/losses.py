@@ -62,6 +62,8 @@ def _check_alpha(alpha) -> float:
 
 def _broadcast_target(target: torch.Tensor, like: torch.Tensor, name: str) -> torch.Tensor:
     """Accept ``like.shape`` or ``like.shape[1:]`` and return a tensor of ``like.shape``."""
+    if target.device != like.device:
+        raise ValueError(f"{name} is on {target.device} but the logits are on {like.device}")
     if target.shape == like.shape:
         return target
     if target.shape == like.shape[1:]:

@@ -223,6 +223,8 @@ def test_mixed_devices_are_a_clear_error():
     x = torch.zeros(4, 3, device="meta")
     with pytest.raises(ValueError, match="x is on meta but the model is on cpu"):
         model(x)
+    with pytest.raises(ValueError, match="teacher_logits is on meta but the logits are on cpu"):
+        losses.kd_loss(torch.zeros(1, 4, 3), torch.zeros(4, 3, device="meta"), 1.0)
 
 
 # -- interrupted and corrupted reproduction runs ----------------------------------------------
