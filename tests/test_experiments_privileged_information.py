@@ -1,0 +1,149 @@
+"""The chapter "Privileged information in the kernel regime" at quick scale: every claim passes,
+claims fail when fed a wrong prediction, and the hand-written gradient of the wide student is
+autograd's."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kdlib.claims import ClaimFailed, Claims
+from kdlib.config import resolve
+from kdlib.experiments import privileged_information as chapter
+from kdlib.models import TwoLayerReLU
+
+
+@pytest.fixture(scope="module")
+def config():
+    return resolve("quick", "cpu")
+
+
+@pytest.fixture(scope="module")
+def results(config):
+    return {exp.name: exp.run(config) for exp in chapter.EXPERIMENTS}
+
+
+def _claims(config):
+    return Claims(chapter.CHAPTER, config, ledger=False)
+
+
+@pytest.mark.parametrize("name", ["dynamics", "convergence", "generalization"])
+def test_claims_pass_at_quick_scale(results, config, name):
+    experiment = next(e for e in chapter.EXPERIMENTS if e.name == name)
+    claims = _claims(config)
+    experiment.check(results[name], claims)
+    assert claims.records and all(r.passed for r in claims.records)
+    fig = experiment.plot(results[name])
+    assert fig.axes
+
+
+def test_dynamics_claims_fail_on_a_wrong_prediction(results, config):
+    wrong = dataclasses.replace(
+        results["dynamics"],
+        err_data_predicted=results["dynamics"].err_data_predicted + 0.3,
+    )
+    with pytest.raises(ClaimFailed, match="RMS training error"):
+        chapter.check_dynamics(wrong, _claims(config))
+
+
+def test_dynamics_claims_fail_when_the_asymptote_is_wrong(results, config):
+    r = results["dynamics"]
+    wrong = dataclasses.replace(r, asymptotic_data=r.asymptotic_data[::-1].copy())
+    with pytest.raises(ClaimFailed, match="converged interpolation"):
+        chapter.check_dynamics(wrong, _claims(config))
+
+
+def test_convergence_claims_fail_on_a_swapped_prediction(results, config):
+    r = results["convergence"]
+    swapped = r.iters_predicted[:, ::-1].copy()  # predicts labels faster than PI
+    with pytest.raises(ClaimFailed, match="kernel prediction, full capacity"):
+        chapter.check_convergence(dataclasses.replace(r, iters_predicted=swapped), _claims(config))
+
+
+def test_convergence_slope_claim_fails_for_a_wrong_rate(results, config):
+    r = results["convergence"]
+    widths = r.widths.astype(float)
+    scale = (widths / widths[0])[:, None, None, None] ** -0.5  # makes the slope about -1
+    wrong = dataclasses.replace(r, distance=r.distance * scale)
+    with pytest.raises(ClaimFailed, match="m\\^\\{-1/2\\}"):
+        chapter.check_convergence(wrong, _claims(config))
+
+
+def test_generalization_claims_fail_when_pi_hurts(results, config):
+    r = results["generalization"]
+    reversed_error = r.test_error_measured[:, ::-1].copy()
+    with pytest.raises(ClaimFailed, match="test error with PI"):
+        chapter.check_generalization(
+            dataclasses.replace(r, test_error_measured=reversed_error), _claims(config)
+        )
+
+
+def test_tracking_claim_fails_when_the_bound_is_violated(results, config):
+    r = results["dynamics"]
+    with pytest.raises(ClaimFailed, match="kernel-perturbation bound"):
+        chapter.check_dynamics(dataclasses.replace(r, bound=r.bound * 0.1), _claims(config))
+
+
+def test_hand_written_gradient_is_autograds():
+    gen = torch.Generator().manual_seed(0)
+    replicas, n, d, width = 3, 7, 4, 16
+    x = torch.randn(replicas, n, d, generator=gen, dtype=torch.float64)
+    target = torch.randn(replicas, n, generator=gen, dtype=torch.float64)
+    lr = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    model = TwoLayerReLU(replicas, d, width, seed=1, dtype=torch.float64)
+    start = model.hidden.detach().clone()
+    loss = (0.5 * ((model(x)[..., 0] - target) ** 2).mean(-1)).sum()
+    (grad,) = torch.autograd.grad(loss, model.hidden)
+    chapter.train_wide_student(model, x, target, lr, steps=1)
+    torch.testing.assert_close(model.hidden.detach(), start - lr[:, None, None] * grad)
+
+
+def test_batched_students_equal_separate_runs():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 6, 3, generator=gen, dtype=torch.float64)
+    target = torch.randn(2, 6, generator=gen, dtype=torch.float64)
+    lr = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    batched = TwoLayerReLU(2, 3, 32, symmetric_init=True, seed=3, dtype=torch.float64)
+    weights = batched.hidden.detach().clone()
+    out = chapter.train_wide_student(batched, x, target, lr, steps=20).outputs
+    for r in range(2):
+        single = TwoLayerReLU(1, 3, 32, symmetric_init=True, seed=3, dtype=torch.float64)
+        single.hidden.data.copy_(weights[r : r + 1])
+        single.output.data.copy_(batched.output.data[r : r + 1])
+        alone = chapter.train_wide_student(
+            single, x[r : r + 1], target[r : r + 1], lr[r : r + 1], 20
+        )
+        torch.testing.assert_close(alone.outputs[:, 0], out[:, r])
+
+
+def test_wide_student_tracks_the_kernel_and_its_bound():
+    from kdlib.theory import privileged_information as th
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(12, 5, generator=gen, dtype=torch.float64)
+    x = x / x.norm(dim=1, keepdim=True)
+    target = torch.sign(torch.randn(12, generator=gen, dtype=torch.float64))[None]
+    gram = th.gram_matrix(x)
+    lr = th.stable_learning_rate(gram)
+    model = TwoLayerReLU(1, 5, 8192, symmetric_init=True, seed=6, dtype=torch.float64)
+    traj = chapter.train_wide_student(
+        model, x[None], target, torch.tensor([lr], dtype=torch.float64), steps=40
+    )
+    predicted = th.kernel_outputs(gram, target, np.arange(41), lr)  # (41, 1, 12)
+    bound, _ = chapter.kernel_tracking_bound(traj, target, torch.tensor([lr]), predicted)
+    deviation = (traj.outputs - predicted).norm(dim=-1)
+    assert torch.all(deviation <= bound + 1e-9)
+    assert deviation.max() / target.norm() < 5 / math.sqrt(8192)  # O(m^{-1/2}) tracking
+
+
+def test_train_wide_student_validates():
+    model = TwoLayerReLU(2, 3, 4, bias=True)
+    with pytest.raises(ValueError, match="no bias"):
+        chapter.train_wide_student(model, torch.zeros(2, 5, 3), torch.zeros(2, 5), torch.ones(2), 1)
+    model = TwoLayerReLU(2, 3, 4)
+    with pytest.raises(ValueError, match="target"):
+        chapter.train_wide_student(model, torch.zeros(2, 5, 3), torch.zeros(5), torch.ones(2), 1)
+    with pytest.raises(ValueError, match="steps"):
+        chapter.train_wide_student(model, torch.zeros(2, 5, 3), torch.zeros(2, 5), torch.ones(2), 0)
