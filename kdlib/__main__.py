@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .cache import ResultCache, cache_key, code_hash
-from .claims import ClaimRecord, Claims, Ledger, records_to_markdown
+from .claims import ClaimRecord, Claims, Ledger, records_to_markdown, summarize
 from .config import RunConfig, resolve
 from .experiments import chapters, get_chapter
 from .train import interrupts_propagate
@@ -90,9 +90,8 @@ def run_chapters(
 
 def _report(records: list[ClaimRecord]) -> int:
     print(records_to_markdown(records))
-    failed = [r for r in records if not r.passed]
-    print(f"\n{len(records) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+    print(summarize(records))
+    return 1 if any(r.failed for r in records) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,12 @@ between them. These rules cover the book:
 * :meth:`Claims.monotone` - a curve that does not rise (or fall), judged across seeds;
 * :meth:`Claims.at_most` / :meth:`Claims.at_least` - a bound.
 
+Inside ``with claims.observing():`` the same rules record an *observation* instead: a paper's
+empirical finding (not a theorem) that the book reproduces and reports whichever way it comes
+out. An observation never raises; the ledger marks it ``agrees`` or ``disagrees``, and the
+appendix lists observations apart from the theorems' claims, so a disagreement with a paper is
+shown as a finding rather than hidden or allowed to pass as a proof.
+
 A failed claim raises :class:`ClaimFailed` whose message shows predicted, measured and the rule, so
 a notebook whose theorem does not hold fails to execute, and so do the tests. Every checked claim
 (passed or failed) is written to a ledger file, from which the book's appendix lists all claims.
@@ -19,11 +25,12 @@ Tolerances are arguments, and each call site must say where its tolerance comes 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,11 +61,20 @@ class ClaimRecord:
     device: str = "cpu"
     seed: int = 0
     checked_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat())
+    enforced: bool = True
 
     @property
     def verdict(self) -> str:
-        """``"pass"`` or ``"FAIL"``."""
+        """``"pass"`` or ``"FAIL"`` for a claim; ``"agrees"`` or ``"disagrees"`` for an
+        observation (see :meth:`Claims.observing`)."""
+        if not self.enforced:
+            return "agrees" if self.passed else "disagrees"
         return "pass" if self.passed else "FAIL"
+
+    @property
+    def failed(self) -> bool:
+        """A claim (not an observation) that did not hold."""
+        return self.enforced and not self.passed
 
 
 def _as_float(value, name: str) -> float:
@@ -176,6 +192,28 @@ class Claims:
             self.ledger = ledger if isinstance(ledger, Ledger) else Ledger()
         self.raise_on_fail = raise_on_fail
         self.records: list[ClaimRecord] = []
+        self._observing = False
+
+    @contextlib.contextmanager
+    def observing(self) -> Iterator[Claims]:
+        """Record the rules checked inside the block as *observations*: a paper's empirical
+        finding reproduced here, reported as ``agrees``/``disagrees`` and never raised.
+
+        Use it only for what a paper observes in experiments, never for a theorem's prediction;
+        the chapter must discuss a disagreement in its text.
+
+        Examples
+        --------
+        >>> claims = Claims("demo", ledger=False)
+        >>> with claims.observing():
+        ...     claims.at_least("gain", measured=-0.1, bound=0.0, why="paper's Fig. 1").verdict
+        'disagrees'
+        """
+        previous, self._observing = self._observing, True
+        try:
+            yield self
+        finally:
+            self._observing = previous
 
     # -- rules ---------------------------------------------------------------------------------
 
@@ -345,11 +383,12 @@ class Claims:
             scale=self.config.scale,
             device=str(self.config.device),
             seed=self.config.seed,
+            enforced=not self._observing,
         )
         self.records.append(record)
         if self.ledger is not None:
             self.ledger.write(record)
-        if not passed and self.raise_on_fail:
+        if record.failed and self.raise_on_fail:
             raise ClaimFailed(
                 f"[{self.chapter}] claim '{name}' failed: predicted {predicted}; "
                 f"measured {measured}; rule: {rule}"
@@ -370,6 +409,24 @@ def fit_slope(x, y, log: bool = True) -> float:
             raise ValueError("log-log slope needs positive x and y")
         xs, ys = np.log(xs), np.log(ys)
     return float(np.polyfit(xs, ys, 1)[0])
+
+
+def summarize(records: Sequence[ClaimRecord]) -> str:
+    """One line: how many claims passed and failed, and how many observations of the papers'
+    experiments agree or disagree (e.g. ``"120 claims: 120 passed, 0 failed; 4 observations:
+    2 agree, 2 disagree"``)."""
+    claims = [r for r in records if r.enforced]
+    observed = [r for r in records if not r.enforced]
+    line = (
+        f"{len(claims)} claims: {sum(r.passed for r in claims)} passed, "
+        f"{sum(not r.passed for r in claims)} failed"
+    )
+    if observed:
+        line += (
+            f"; {len(observed)} observations: {sum(r.passed for r in observed)} agree, "
+            f"{sum(not r.passed for r in observed)} disagree"
+        )
+    return line
 
 
 def records_to_markdown(records: Sequence[ClaimRecord], with_chapter: bool = True) -> str:

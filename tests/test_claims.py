@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kdlib.claims import ClaimFailed, Claims, Ledger, fit_slope, records_to_markdown
+from kdlib.claims import ClaimFailed, Claims, Ledger, fit_slope, records_to_markdown, summarize
 from kdlib.config import resolve
 
 
@@ -98,3 +98,15 @@ def test_bad_arguments(claims):
         claims.monotone("x", [1, 2], [1, 2], direction="up")
     with pytest.raises(ValueError, match="chapter"):
         Claims("")
+
+
+def test_an_observation_is_recorded_but_never_raises():
+    claims = Claims("demo", ledger=False)
+    with claims.observing():
+        record = claims.at_least("paper's figure", measured=-0.1, bound=0.0, why="t")
+    assert record.verdict == "disagrees" and not record.enforced and not record.failed
+    with pytest.raises(ClaimFailed):  # outside the block, claims are enforced again
+        claims.at_least("theorem", measured=-0.1, bound=0.0, why="t")
+    assert summarize(claims.records) == (
+        "1 claims: 0 passed, 1 failed; 1 observations: 0 agree, 1 disagree"
+    )
