@@ -1,0 +1,202 @@
+"""The NTK margin estimator and the width bounds of Mandal, Lin & Srikant (2025)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import LinearConstraint, minimize
+
+from kdlib.claims import fit_slope
+from kdlib.models import TwoLayerReLU
+from kdlib.ntk import empirical_ntk, relu_ntk
+from kdlib.theory import soft_vs_hard as th
+from kdlib.theory.soft_vs_hard import _project_simplex
+
+
+def _planted(gamma: float, n: int, d: int, seed: int):
+    """Linearly separable unit-ball data whose max margin (no bias) is exactly ``gamma``.
+
+    ``y_i x_i = gamma w + z_i`` with ``z_i`` orthogonal to the unit vector ``w``; two support
+    points carry ``z`` and ``-z`` (so no unit vector beats ``gamma`` on both), the others sit
+    farther out along ``w``.
+    """
+    rng = np.random.default_rng(seed)
+    w = np.zeros(d)
+    w[0] = 1.0
+    z = rng.normal(size=(n, d))
+    z[:, 0] = 0.0
+    z *= 0.5 / np.linalg.norm(z, axis=1, keepdims=True)
+    z[1] = -z[0]
+    along = np.full(n, gamma)
+    along[2:] += rng.uniform(0.05, 0.3, size=n - 2)
+    signed = along[:, None] * w + z
+    y = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    y[0], y[1] = 1.0, -1.0
+    return signed * y[:, None], y
+
+
+def test_orthogonal_pair_has_margin_one_half_by_hand():
+    # K(x, x) = 1/2 and K(x1, x2) = 0 for orthogonal unit vectors: gamma^2 = min q^2/2 + (1-q)^2/2
+    est = th.ntk_margin(torch.eye(2, dtype=torch.float64), torch.tensor([1.0, -1.0]))
+    assert est.converged
+    assert est.gamma == pytest.approx(0.5, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_two_points_match_the_closed_form(seed):
+    # labels (+1, -1): gamma^2 = min_q a q^2 + b (1-q)^2 + 2 c q (1-q) = (ab - c^2) / (a + b + 2c)
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    k = relu_ntk(th.normalize_rows(x)).numpy()
+    a, b, c = k[0, 0], k[1, 1], k[0, 1]
+    expected = math.sqrt((a * b - c * c) / (a + b + 2 * c))
+    est = th.ntk_margin(x, torch.tensor([1.0, -1.0]), rtol=1e-8)
+    assert est.gamma == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.3, 0.1, 0.02])
+def test_planted_linear_margin_is_recovered(gamma):
+    x, y = _planted(gamma, n=30, d=6, seed=int(gamma * 1000))
+    est = th.kernel_margin(x @ x.T, y, rtol=1e-7, max_iter=200000)
+    assert est.converged
+    assert est.gamma == pytest.approx(gamma, rel=1e-5)
+    assert est.lower <= gamma * (1 + 1e-9) and est.upper >= gamma * (1 - 1e-9)
+
+
+def _scipy_margin(gram: np.ndarray, y: np.ndarray) -> float:
+    """Independent reference: the hard-margin SVM without bias in kernel form (scipy's
+    trust-region interior-point solver),
+    ``min alpha^T K alpha  s.t.  y_i (K alpha)_i >= 1``, so ``gamma = (alpha^T K alpha)^{-1/2}``."""
+    constraint = LinearConstraint(y[:, None] * gram, lb=1.0, ub=np.inf)
+    res = minimize(
+        lambda a: a @ gram @ a,
+        x0=y / np.abs(gram @ y).min(),
+        jac=lambda a: 2 * gram @ a,
+        hess=lambda a: 2 * gram,
+        constraints=[constraint],
+        method="trust-constr",
+        options={"gtol": 1e-12, "xtol": 1e-14, "maxiter": 5000},
+    )
+    assert res.constr_violation < 1e-8, res.message
+    return 1.0 / math.sqrt(res.fun)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ntk_margin_agrees_with_scipy_slsqp(seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = th.normalize_rows(torch.randn(24, 5, generator=gen, dtype=torch.float64))
+    y = torch.sign(x[:, 0] * x[:, 1] + 0.1)  # an XOR-like, non-linear labelling
+    gram = relu_ntk(x).numpy()
+    reference = _scipy_margin(gram, y.numpy())
+    est = th.ntk_margin(x, y, rtol=1e-8, max_iter=200000)
+    assert est.gamma == pytest.approx(reference, rel=1e-4)
+
+
+def test_certificate_bounds_and_max_margin_function():
+    gen = torch.Generator().manual_seed(7)
+    x = th.normalize_rows(torch.randn(40, 8, generator=gen, dtype=torch.float64))
+    y = torch.sign(torch.randn(40, generator=gen, dtype=torch.float64))
+    est = th.ntk_margin(x, y, rtol=1e-6)
+    gram = relu_ntk(x).numpy()
+    coef = est.coef
+    assert coef @ gram @ coef == pytest.approx(1.0, rel=1e-9)  # unit RKHS norm
+    margins = y.numpy() * (gram @ coef)
+    assert margins.min() == pytest.approx(est.lower, rel=1e-7)
+    assert est.lower <= est.gamma <= est.upper <= est.lower * (1 + 1e-6)
+    assert np.all(est.weights >= 0) and est.weights.sum() == pytest.approx(1.0)
+
+
+def test_non_separable_data_have_zero_margin():
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    est = th.ntk_margin(x, torch.tensor([1.0, -1.0, 1.0]))
+    assert est.gamma == 0.0 and est.upper == pytest.approx(0.0, abs=1e-6)
+
+
+def test_batched_equals_one_problem_at_a_time_and_01_labels_are_accepted():
+    gen = torch.Generator().manual_seed(3)
+    x = th.normalize_rows(torch.randn(3, 15, 4, generator=gen, dtype=torch.float64))
+    y01 = (torch.rand(3, 15, generator=gen) < 0.5).double()
+    grams = torch.stack([relu_ntk(xi) for xi in x])
+    batched = th.kernel_margin(grams, y01, rtol=1e-8)
+    for i in range(3):
+        single = th.kernel_margin(grams[i], 2 * y01[i] - 1, rtol=1e-8)
+        assert batched.gamma[i] == pytest.approx(single.gamma, rel=1e-6)
+
+
+def test_empirical_ntk_margin_tends_to_the_limiting_margin():
+    gen = torch.Generator().manual_seed(11)
+    x = th.normalize_rows(torch.randn(20, 3, generator=gen, dtype=torch.float64))
+    y = torch.sign(x[:, 0] + 0.3 * x[:, 1] ** 2 - 0.1)
+    limit = th.ntk_margin(x, y, rtol=1e-7).gamma
+    net = TwoLayerReLU(4, 3, 40000, seed=5, dtype=torch.float64)
+    finite = th.kernel_margin(empirical_ntk(net, x), y.expand(4, -1), rtol=1e-7).gamma
+    # the empirical kernel's entries deviate by O(m^{-1/2}) = 0.5%; allow 5x that
+    np.testing.assert_allclose(finite, limit, rtol=0.025)
+
+
+def test_simplex_projection_is_the_euclidean_projection():
+    v = torch.randn(50, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    p = _project_simplex(v)
+    assert torch.all(p >= 0) and torch.allclose(p.sum(-1), torch.ones(50, dtype=torch.float64))
+    # variational inequality: (v - p) . (e_j - p) <= 0 for every vertex e_j
+    residual = v - p
+    vertex_terms = residual - (residual * p).sum(-1, keepdim=True)
+    assert vertex_terms.max() <= 1e-12
+    inside = torch.softmax(v, dim=-1)
+    assert torch.allclose(_project_simplex(inside), inside)
+
+
+def test_kernel_margin_validates_its_inputs():
+    good = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="symmetric"):
+        th.kernel_margin(torch.triu(torch.ones(3, 3)), torch.ones(3))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        th.kernel_margin(good, torch.ones(4))
+    with pytest.raises(ValueError, match="labels must be in"):
+        th.kernel_margin(good, torch.tensor([1.0, 2.0, -1.0]))
+    with pytest.raises(ValueError, match="rtol"):
+        th.kernel_margin(good, torch.ones(3), rtol=0)
+    with pytest.raises(ValueError, match="gram must have shape"):
+        th.kernel_margin(torch.ones(3), torch.ones(3))
+
+
+def test_width_bounds_have_the_stated_exponents_and_ratio():
+    gammas = np.logspace(-2, -0.5, 7)
+    eps = 0.05
+    soft = th.soft_label_width(gammas, eps)
+    hard = th.hard_label_width(gammas, eps)
+    assert fit_slope(gammas, soft) == pytest.approx(th.SOFT_WIDTH_EXPONENT)
+    assert fit_slope(gammas, hard) == pytest.approx(th.HARD_WIDTH_EXPONENT)
+    np.testing.assert_allclose(hard / soft, th.width_ratio(gammas, eps))
+    assert th.soft_label_width(0.5, 0.1) == pytest.approx(1 / (0.25 * 0.1))
+    assert th.hard_label_width(0.5, 0.1, constant=2.0) == pytest.approx(2 * math.log(10) / 0.0625)
+    epsilons = np.array([0.2, 0.1, 0.05, 0.01])
+    assert fit_slope(epsilons, th.soft_label_width(0.1, epsilons)) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("bad", [{"gamma": 0.0}, {"gamma": 1.5}, {"eps": 0.0}, {"eps": 1.0}])
+def test_width_bounds_validate_gamma_and_eps(bad):
+    args = {"gamma": 0.1, "eps": 0.1, **bad}
+    with pytest.raises(ValueError, match="gamma|eps"):
+        th.soft_label_width(**args)
+
+
+def test_pointwise_margin_of_orthogonal_pair_matches_the_hand_computation():
+    # z.x1 and z.x2 are independent signs: E||g|| = (sqrt(q^2 + (1-q)^2) + 1) / 4, min at q = 1/2
+    exact = (1 / math.sqrt(2) + 1) / 4
+    est = th.sup_norm_margin(
+        torch.eye(2, dtype=torch.float64), torch.tensor([1.0, -1.0]), n_directions=40000
+    )
+    assert est.converged and est.lower <= est.upper
+    # sample-average error: std of ||g|| is about 0.2, so 3 standard errors is 0.003
+    assert est.gamma == pytest.approx(exact, abs=0.003)
+
+
+def test_pointwise_margin_is_at_most_the_rkhs_margin():
+    gen = torch.Generator().manual_seed(2)
+    x = th.normalize_rows(torch.randn(8, 3, generator=gen, dtype=torch.float64))
+    y = torch.sign(x[:, 0] + 0.2)
+    rkhs = th.ntk_margin(x, y, rtol=1e-8).gamma
+    pointwise = th.sup_norm_margin(x, y, n_directions=4000, rtol=1e-2, max_iter=4000)
+    assert pointwise.lower <= pointwise.upper
+    assert pointwise.upper <= rkhs * 1.03  # Jensen, up to the sampling error of the average
