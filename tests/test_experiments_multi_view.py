@@ -1,0 +1,173 @@
+"""The multi-view chapter: the smoothed ReLU and the batched patch network against independent
+references, every experiment run once at quick scale with its claims, and claims that fail when
+fed a wrong prediction."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from kdlib.claims import ClaimFailed, Claims
+from kdlib.config import resolve
+from kdlib.experiments import multi_view as mv
+from kdlib.losses import cross_entropy
+from kdlib.theory import multi_view as theory
+
+# -- the model -----------------------------------------------------------------------------------
+
+
+def _reference_relu(z: float, rho: float, q: int) -> float:
+    if z <= 0:
+        return 0.0
+    if z <= rho:
+        return z**q / (q * rho ** (q - 1))
+    return z - (1 - 1 / q) * rho
+
+
+def test_smoothed_relu_matches_its_three_pieces():
+    z = torch.tensor([-1.0, 0.0, 0.1, 0.5, 0.7, 2.0, 5.0], dtype=torch.float64)
+    out = mv.smoothed_relu(z, 0.7, 4)
+    expected = torch.tensor([_reference_relu(v, 0.7, 4) for v in z.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(out, expected)
+
+
+def test_smoothed_relu_gradient_matches_finite_differences():
+    z = torch.linspace(-0.5, 2.5, 41, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: mv.smoothed_relu(t, 1.0, 3), (z,))
+    (grad,) = torch.autograd.grad(mv.smoothed_relu(z, 1.0, 3).sum(), z)
+    torch.testing.assert_close(grad, mv.smoothed_relu_derivative(z.detach(), 1.0, 3))
+
+
+def _toy_network(replicas=3, seed=0):
+    return mv.PatchNetwork(
+        replicas, 3, 2, 5, 0.5, 0.4, 3, seed=seed, dtype=torch.float64
+    )  # k=3, m=2, d=5
+
+
+def test_patch_network_equals_explicit_sums():
+    net = _toy_network()
+    x = torch.randn(4, 6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = net(x)
+    for r in range(3):
+        for n in range(4):
+            for i in range(3):
+                total = sum(
+                    _reference_relu(float(net.weight[r, i, j].detach() @ x[n, p]), 0.4, 3)
+                    for j in range(2)
+                    for p in range(6)
+                )
+                assert out[r, n, i].item() == pytest.approx(total, rel=1e-10, abs=1e-12)
+    per_replica = x[None].expand(3, -1, -1, -1).clone()
+    torch.testing.assert_close(net(per_replica), out)
+
+
+def test_batched_training_equals_separate_runs():
+    x = torch.randn(8, 6, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    batched = _toy_network(3, seed=4)
+    singles = []
+    for r in range(3):
+        single = _toy_network(1)
+        single.weight.data.copy_(batched.weight.data[r : r + 1])
+        singles.append(single)
+    mv._fit(batched, lambda m: cross_entropy(m(x), y), 25, 0.5, "batched")
+    for r, single in enumerate(singles):
+        mv._fit(single, lambda m: cross_entropy(m(x), y), 25, 0.5, "single")
+        torch.testing.assert_close(single.weight.data[0], batched.weight.data[r])
+
+
+def test_linearised_network_is_the_first_order_expansion():
+    net = _toy_network()
+    x = torch.rand(5, 6, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    linear = mv.LinearisedPatchNetwork(net)
+    torch.testing.assert_close(linear(x), net(x))  # D = 0
+    direction = torch.randn_like(net.weight)
+    linear.delta.data.copy_(1e-3 * direction)
+    features, logits0 = linear.tangent_features(x, chunk=2)
+    torch.testing.assert_close(linear.forward_features(features, logits0), linear(x))
+    moved = _toy_network()
+    moved.weight.data.add_(1e-3 * direction)
+    gap = (moved(x) - linear(x)).abs().max().item()
+    scale = (moved(x) - net(x)).abs().max().item()
+    assert gap < 1e-2 * scale  # second order in the step
+
+
+def test_model_input_validation():
+    net = _toy_network()
+    with pytest.raises(ValueError, match="shape"):
+        net(torch.zeros(4, 6, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="dtype|float"):
+        net(torch.zeros(4, 6, 5, dtype=torch.float32))
+    with pytest.raises(ValueError, match="width"):
+        mv.PatchNetwork(1, 2, 0, 4, 0.1, 1.0, 3)
+
+
+# -- the experiments at quick scale ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def results():
+    """Every experiment run once at quick scale on the CPU (one thread: the members are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = resolve("quick", "cpu")
+        return config, {e.name: e.run(config) for e in mv.EXPERIMENTS}
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", [e.name for e in mv.EXPERIMENTS])
+def test_claims_hold_at_quick_scale(results, name):
+    config, runs = results
+    experiment = {e.name: e for e in mv.EXPERIMENTS}[name]
+    claims = Claims(mv.CHAPTER, config, ledger=False)
+    experiment.check(runs[name], claims)
+    assert claims.records and all(r.passed for r in claims.records)
+    assert experiment.plot(runs[name]) is not None
+
+
+def test_single_model_numbers_are_in_the_paper_regime(results):
+    _, runs = results
+    single = runs["single"]
+    assert single.train_accuracy.min() == 1.0
+    assert (single.learned.sum(-1) >= 1).all()
+    assert single.error.mean() > 0.26 * single.mu
+
+
+def test_wrong_prediction_fails_the_single_model_claim(results, monkeypatch):
+    config, runs = results
+    original = theory.error_from_views
+    monkeypatch.setattr(
+        theory, "error_from_views", lambda mu, learned: original(mu, learned) + 0.05
+    )
+    with pytest.raises(ClaimFailed, match="learned views"):
+        mv.check_single(runs["single"], Claims(mv.CHAPTER, config, ledger=False))
+
+
+def test_ensemble_claim_fails_without_diversity(results):
+    config, runs = results
+    # members that all learned the same views: the ensemble would be no better than one model
+    result = runs["ensemble"]
+    worse = dataclasses.replace(
+        result, accuracy=np.full_like(result.accuracy, result.member_accuracy.mean())
+    )
+    with pytest.raises(ClaimFailed, match="beats its members"):
+        mv.check_ensemble(worse, Claims(mv.CHAPTER, config, ledger=False))
+
+
+def test_distillation_claim_fails_for_a_student_no_better_than_hard_labels(results):
+    config, runs = results
+    result = runs["distillation"]
+    copy = dataclasses.replace(result, student_accuracy=result.member_accuracy[:4].copy())
+    with pytest.raises(ClaimFailed, match="hard labels"):
+        mv.check_distillation(copy, Claims(mv.CHAPTER, config, ledger=False))
+
+
+def test_ntk_claim_fails_if_linearised_members_learned_one_view(results):
+    config, runs = results
+    result = runs["ntk"]
+    one_view = dataclasses.replace(result, ntk_view_accuracy=result.network_view_accuracy)
+    with pytest.raises(ClaimFailed, match="both views"):
+        mv.check_ntk(one_view, Claims(mv.CHAPTER, config, ledger=False))
