@@ -6,9 +6,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup book test unit notebooks build-check lint reproduce clean
+.PHONY: setup browser book test unit notebooks build-check lint reproduce clean
 
 setup: $(STAMP)
+
+# Debian's Chromium for the headless-browser test (tests/test_browser.py) and the PDF
+# (tools/book_pdf.py). Installed with apt when missing and allowed (root, or sudo without a
+# password); otherwise a note, and the browser test skips (or fails under CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "note: chromium is missing and apt needs root: the browser test will not run"; exit 0; fi; \
+	  echo "installing Debian's chromium (apt)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +31,7 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "Open _build/html/index.html"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest tests --nbmake book
 
 lint: $(STAMP)
