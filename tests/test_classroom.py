@@ -7,6 +7,7 @@ Grading runs otter-grader's non-containerised runner on the samples in tests/dat
 
 import csv
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -247,7 +248,8 @@ def test_student_edition_has_no_solution_text(edition):
 
 
 def test_student_edition_ships_assignments_without_answers(edition, otter_assigned):
-    for name in ("01_introduction", "02_soft_labels"):
+    assert sorted(EXPECTED) == classroom.available_assignments()  # every one has samples
+    for name in classroom.available_assignments():
         folder = edition.out / "assignments" / name
         text = classroom.notebook_text(nbformat.read(folder / f"{name}.ipynb", as_version=4))
         assert "grader.check(" in text and "..." in text
@@ -263,10 +265,11 @@ def test_student_edition_ships_assignments_without_answers(edition, otter_assign
 # -- autograding ----------------------------------------------------------------------------------
 
 
-# per question: (score of the incorrect sample, points); the correct sample scores full points
+# Each assignment's sample submissions, tests/data/classroom/<name>/: correct.ipynb scores full
+# points; incorrect.ipynb scores what expected.json says, per question: [score, points].
 EXPECTED = {
-    "01_introduction": {"mean_tolerance": (2, 4), "max_stable_lr": (1, 4)},
-    "02_soft_labels": {"kd_gradient": (3, 5), "samples_needed": (2, 5)},
+    path.parent.name: {q: tuple(v) for q, v in json.loads(path.read_text()).items()}
+    for path in sorted(DATA.glob("*/expected.json"))
 }
 
 
