@@ -163,7 +163,7 @@ class DeepLinearStudent(nn.Module):
         Each layer is ``N(0, init_scale^2 / fan_in)``; small values give the small-initialisation
         regime of the deep-linear analyses.
     init : {"normal", "balanced"}
-        ``"balanced"`` rescales the layers so that ``W_j W_j^T = W_{j+1}^T W_{j+1}`` holds at
+        ``"balanced"`` rescales the layers so that ``W_j^T W_j = W_{j+1} W_{j+1}^T`` holds at
         initialisation for a rank-one network (the balancedness condition of deep-linear
         analyses), built from one random direction per layer.
     """

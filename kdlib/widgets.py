@@ -226,7 +226,7 @@ def geometry_curves(kind: str = "polynomial", kappa: float = 1.0, margin: float 
 
     ``angle`` (radians, 0 to pi/2) and ``mass_near_boundary`` = ``F(angle)``, the probability that
     an input lies within that angle of the teacher's boundary; ``sizes`` and ``bound``, the
-    Phuong & Lampert (2019, Thm. 3) bound on the distilled linear student's expected risk
+    Phuong & Lampert (2019) generalisation bound on the distilled linear student's expected risk
     (``kdlib.theory.phuong_lampert.risk_bound``); ``rate``, its corollary (polynomial:
     ``2 (log n / n)^kappa`` for ``n >= 3``; margin: ``((pi/2 - 2m) / (pi/2 - m))^n`` for
     ``0 < m < pi/4``), NaN where it does not apply.
@@ -266,7 +266,7 @@ def draw_geometry(kind: str = "polynomial", kappa: float = 1.0, margin: float = 
         ylim=(0, 1.02),
     )
     right.loglog(
-        curves["sizes"], curves["bound"], color=ROLE_COLORS["theory"], label="bound (Thm. 3)"
+        curves["sizes"], curves["bound"], color=ROLE_COLORS["theory"], label="bound"
     )
     if np.isfinite(curves["rate"]).any():
         right.loglog(curves["sizes"], curves["rate"], "--", color=PALETTE["orange"], label="rate")

@@ -133,3 +133,33 @@ def test_pointwise_increase_count():
     values = np.array([[3.0, 3.0], [2.0, 3.5], [2.5, 1.0]])
     assert chapter._pointwise_increases(values, 0.0) == 2
     assert chapter._pointwise_increases(values, 0.6) == 0
+
+
+@pytest.mark.parametrize(
+    "violation",
+    [
+        {"initial_loss_gap": 1e-3},  # started above the loss at zero
+        {"initial_imbalance": 1e-3},  # layers not balanced at t = 0
+    ],
+)
+def test_deep_linear_hypothesis_violation_fails(results, config, violation):
+    """The deep-linear theorem's hypotheses are checked, not assumed: a run that violates one of
+    them fails its claims even when the limit matches."""
+    result = results["deep_linear"]
+    changed = {
+        key: (getattr(result, key) + value if key == "initial_loss_gap" else value)
+        for key, value in violation.items()
+    }
+    with pytest.raises(ClaimFailed, match="hypotheses"):
+        chapter.check_deep_linear(dataclasses.replace(result, **changed), _claims(config))
+
+
+def test_imbalance_of_balanced_and_unbalanced_layers():
+    gen = torch.Generator().manual_seed(3)
+    u = torch.randn(2, 5, generator=gen, dtype=DT)
+    v = torch.randn(2, 4, generator=gen, dtype=DT)
+    u, v = u / u.norm(dim=-1, keepdim=True), v / v.norm(dim=-1, keepdim=True)
+    w1 = 0.3 * u[:, :, None] * v[:, None, :]  # (R, 5, 4)
+    w2 = 0.3 * v[:, :, None] * torch.ones(2, 1, 1, dtype=DT)  # (R, 4, 1)
+    assert chapter._imbalance([w1, w2]) < 1e-14
+    assert chapter._imbalance([w1, 2 * w2]) > 1.0

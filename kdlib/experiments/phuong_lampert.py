@@ -7,8 +7,8 @@ Experiments
 -----------
 ``optimization_bias``
     Gradient descent from zero takes a linear student to the projection of ``w*`` onto the span of
-    the training inputs (Thm. 1), at the linear rate predicted by the Hessian at the limit; from a
-    random initialisation, or on hard labels, it lands elsewhere.
+    the training inputs (optimisation bias), at the linear rate predicted by the Hessian at the
+    limit; from a random initialisation, or on hard labels, it lands elsewhere.
 ``deep_linear``
     A deep linear student from a balanced initialisation keeps the same in-span limit; its
     out-of-span remainder is predicted exactly and vanishes linearly in the initialisation scale.
@@ -17,7 +17,7 @@ Experiments
     gradient descent finds (from a small initialisation) has the lowest transfer risk.
 ``data_geometry``
     The expected transfer risk against ``n`` for inputs with more or less mass near the teacher's
-    boundary: below the bound of Thm. 3, faster decay with better separation, exponent ~ kappa.
+    boundary: below the generalisation bound, faster decay with better separation, exponent ~ kappa.
 ``monotonicity``
     Along nested training sets the distilled student's risk never increases (per training set,
     not only on average); a hard-label student's risk often does.
@@ -93,10 +93,10 @@ def fit_distilled_linear(
     The binary cross-entropy to a soft label ``y_i`` is minimised, sample by sample, by the logit
     ``z_i = log(y_i / (1 - y_i))``; with ``n <= d`` inputs in general position every logit vector is
     reachable, so the minimisers are the ``w`` with ``<w, x_i> = z_i``. Gradient descent from zero
-    stays in the span of the inputs (Thm. 1), where the solution is unique: the minimum-norm
-    solution ``w = X^+ z``. Solved by Cholesky on the Gram matrix (``X X^T`` for ``n <= d``,
-    ``X^T X`` otherwise), falling back to the pseudo-inverse where that fails. Only the soft labels
-    are used - never the teacher's weights.
+    stays in the span of the inputs (optimisation bias), where the solution is unique: the
+    minimum-norm solution ``w = X^+ z``. Solved by Cholesky on the Gram matrix (``X X^T`` for
+    ``n <= d``, ``X^T X`` otherwise), falling back to the pseudo-inverse where that fails. Only the
+    soft labels are used - never the teacher's weights.
 
     Parameters
     ----------
@@ -255,7 +255,7 @@ class OptimizationBiasResult:
 def run_optimization_bias(config: RunConfig) -> OptimizationBiasResult:
     """Train linear students with :func:`kdlib.train.train` (float64, step ``1/L``) from zero and
     from a random start on soft labels, and from zero on hard labels; record the distance to the
-    closed-form limit of Thm. 1."""
+    closed-form limit of the optimisation-bias theorem."""
     d = config.pick(32, 128)
     sizes = np.array([d // 8, d // 4, 4 * d, 8 * d])
     seeds = config.pick(8, 64)
@@ -350,7 +350,7 @@ def measured_rates(result: OptimizationBiasResult, replicas: np.ndarray) -> np.n
 
 
 def check_optimization_bias(result: OptimizationBiasResult, claims: Claims) -> None:
-    """Thm. 1 to round-off, its rate, and two ways of landing elsewhere."""
+    """The optimisation-bias limit to round-off, its rate, and two ways of landing elsewhere."""
     final = result.distance_to_projection[-1]
     zero_soft = result.variant == 0
     claims.at_most(
@@ -503,6 +503,8 @@ class DeepLinearResult:
     predicted_distance: np.ndarray  # (R,) |v_inf| / |P w*|
     distance_to_prediction: np.ndarray  # (R,) |w_T - limit| / |limit|
     loss_gradient_norm: np.ndarray  # (R,) |grad L| at the end
+    initial_loss_gap: np.ndarray  # (R,) L(w(0)) - L(0): the theorem assumes it is negative
+    initial_imbalance: float  # max_j |W_j^T W_j - W_{j+1} W_{j+1}^T| / |W_j|^2 at t = 0
 
 
 @_single_threaded_on_cpu
@@ -557,6 +559,9 @@ def run_deep_linear(config: RunConfig) -> DeepLinearResult:
         flip = (w0 * grad_at_zero).sum(-1) > 0
         student.layers[-1][flip] *= -1
         w_init = student.end_to_end()[..., 0].clone()
+        # the theorem's hypotheses at t = 0: balanced layers, and L(w(0)) < L(0) = log 2
+        initial_loss_gap = binary_cross_entropy(student(x), probs, mask, check=False) - math.log(2)
+        initial_imbalance = _imbalance(list(student.layers))
 
     projection = theory.linear_student_limit(x, w_star, None, mask)
     limit = theory.deep_linear_limit(x, w_star, w_init, depth, mask)
@@ -586,13 +591,40 @@ def run_deep_linear(config: RunConfig) -> DeepLinearResult:
         predicted_distance=((limit - projection).norm(dim=-1) / ref).cpu().numpy(),
         distance_to_prediction=((w_final - limit).norm(dim=-1) / limit.norm(dim=-1)).cpu().numpy(),
         loss_gradient_norm=grad.norm(dim=-1).cpu().numpy(),
+        initial_loss_gap=initial_loss_gap.cpu().numpy(),
+        initial_imbalance=initial_imbalance,
     )
 
 
+def _imbalance(layers: list[torch.Tensor]) -> float:
+    """Largest relative violation of balancedness ``W_j^T W_j = W_{j+1} W_{j+1}^T`` over the
+    layers (shape ``(R, in, out)``) and replicas."""
+    worst = 0.0
+    for lower, upper in zip(layers[:-1], layers[1:], strict=True):
+        gap = lower.transpose(1, 2) @ lower - upper @ upper.transpose(1, 2)
+        scale = (lower**2).sum((1, 2))
+        worst = max(worst, float((torch.linalg.matrix_norm(gap) / scale).max()))
+    return worst
+
+
 def check_deep_linear(result: DeepLinearResult, claims: Claims) -> None:
-    """The in-span limit, the predicted remainder, and its linear dependence on the scale."""
+    """The theorem's hypotheses at initialisation, the in-span limit, the predicted remainder,
+    and its linear dependence on the scale."""
     big = result.n >= result.d
     small = ~big
+    claims.at_most(
+        "deep linear hypotheses: balanced layers at t = 0 (max relative imbalance)",
+        measured=result.initial_imbalance,
+        bound=1e-12,
+        why="the rank-one balanced initialisation is exact up to float64 round-off",
+    )
+    claims.at_most(
+        "deep linear hypotheses: L(w(0)) < L(0) for every replica (max of L(w(0)) - L(0))",
+        measured=float(result.initial_loss_gap.max()),
+        bound=0.0,
+        why="the theorem's condition that keeps gradient flow away from w = 0; the sign of the "
+        "initialisation is chosen for it to first order, this checks it exactly",
+    )
     claims.at_most(
         f"depth {result.depth}, n >= d: end-to-end weight -> w* (max relative distance)",
         measured=float(result.distance_to_projection[big].max()),
@@ -672,7 +704,8 @@ def plot_deep_linear(result: DeepLinearResult):
 @dataclass
 class MinimisersResult:
     """Transfer risk of minimisers ``P w* + (I - P) w0`` of the distillation objective (the limits
-    of GD from ``w0``, Thm. 1), for random ``w0`` of relative size ``offsets``.
+    of GD from ``w0``, by the optimisation-bias theorem), for random ``w0`` of relative size
+    ``offsets``.
 
     ``risk`` has shape ``(len(offsets), len(sizes), seeds)``.
     """
@@ -708,7 +741,7 @@ def run_minimisers(config: RunConfig) -> MinimisersResult:
         outside = direction - _project(xs, direction)
         base_loss = _soft_loss(xs, projection, w_star)
         for k, offset in enumerate(offsets):
-            # the limit of GD from w0 = offset |w*| direction (Thm. 1): P w* + (I - P) w0
+            # the limit of GD from w0 = offset |w*| direction: P w* + (I - P) w0
             w = projection + offset * w_star.norm() * outside
             gap = max(gap, float((_soft_loss(xs, w, w_star) - base_loss).abs().max()))
             angle = theory.angle_between(w, w_star).cpu().numpy()
@@ -788,8 +821,9 @@ def plot_minimisers(result: MinimisersResult):
 @dataclass
 class DataGeometryResult:
     """Exact transfer risks of distilled students, ``risk[g, i, s]`` for geometry ``g``, size
-    ``sizes[i]``, training set ``s``; ``bound[g, i]`` the bound of Thm. 3; ``max_angle_error`` the
-    largest angle difference between the fitted students and the theory's projection."""
+    ``sizes[i]``, training set ``s``; ``bound[g, i]`` the generalisation bound;
+    ``max_angle_error`` the largest angle difference between the fitted students and the theory's
+    projection."""
 
     d: int
     distributions: list
@@ -887,7 +921,7 @@ def check_data_geometry(result: DataGeometryResult, claims: Claims) -> None:
     from scipy import stats
 
     claims.at_most(
-        "solver = Thm. 1 projection (max angle difference, radians)",
+        "solver = projection P w* of the optimisation-bias theorem (max angle difference, radians)",
         measured=result.max_angle_error,
         bound=1e-8,
         why="two independent float64 routes (Cholesky on the soft labels' logits vs SVD "
@@ -896,7 +930,7 @@ def check_data_geometry(result: DataGeometryResult, claims: Claims) -> None:
     for g, dist in enumerate(result.distributions):
         upper = _mean_upper_bound(result.risk[g], result.confidence)
         claims.at_most(
-            f"{dist.label}: E[R_n] <= bound of Thm. 3 (max over n of upper CI / bound)",
+            f"{dist.label}: E[R_n] <= generalisation bound (max over n of upper CI / bound)",
             measured=float(np.max(upper / result.bound[g])),
             bound=1.0,
             why=f"one-sided {result.confidence:.0%} t upper bound on the mean over training sets",
@@ -1201,8 +1235,8 @@ def check_digits(result: DigitsResult, claims: Claims) -> None:
         f"digits, n >= 2d = {2 * result.d}: distilled student = teacher (max test disagreement)",
         measured=float(result.soft_risk[big].max()),
         bound=0.0,
-        why="Thm. 1: the training inputs span the feature space, so the limit is w* itself; "
-        "disagreement is counted exactly on the test split",
+        why="optimisation bias: the training inputs span the feature space, so the limit is w* "
+        "itself; disagreement is counted exactly on the test split",
     )
     for i in (0, len(result.sizes) // 2):
         claims.ordered(

@@ -6,30 +6,33 @@ Setting: binary classification in ``R^d``; a linear teacher with weight ``w*`` g
 ``x_1..x_n`` (the rows of ``X``), by gradient descent. Its *transfer risk* is
 ``R(w) = P_x[sign <w, x> != sign <w*, x>]``.
 
-Results implemented here (theorem numbers as in the paper's ICML version, Secs. 3-5; the chapter
-states each with its assumptions):
+Results implemented here. Each is stated, with its assumptions, and proved in the chapter, whose
+theorem labels are given in brackets; the paper's own theorem numbers could not be checked against
+its text (only its abstract and introduction were available), so none are cited here.
 
-* **Optimisation bias, linear student** (Thm. 1): from ``w(0) = 0``, gradient descent converges to
-  the orthogonal projection of ``w*`` onto ``span(x_1..x_n)`` - which is ``w*`` itself when the
-  inputs span ``R^d`` (``n >= d`` in general position). From any ``w(0)`` the limit is
-  ``P w* + (I - P) w(0)``: the component outside the span never moves
+* **Optimisation bias, linear student** [``phuong-lampert-thm-linear``]: from ``w(0) = 0``,
+  gradient descent converges to the orthogonal projection of ``w*`` onto ``span(x_1..x_n)`` - which
+  is ``w*`` itself when the inputs span ``R^d`` (``n >= d`` in general position). From any ``w(0)``
+  the limit is ``P w* + (I - P) w(0)``: the component outside the span never moves
   (:func:`linear_student_limit`).
-* **Optimisation bias, deep linear student** (Thm. 2): from a *balanced* initialisation the
-  end-to-end vector follows ``dw/dt = -|w|^{2-2/N} (I + (N-1) w w^T/|w|^2) grad L(w)`` (Arora et
-  al., 2018), so it converges to ``P w* + v`` where ``v`` is parallel to ``(I - P) w(0)`` with
+* **Optimisation bias, deep linear student** [``phuong-lampert-thm-deep``]: from a *balanced*
+  initialisation the end-to-end vector follows
+  ``dw/dt = -|w|^{2-2/N} (I + (N-1) w w^T/|w|^2) grad L(w)`` (Arora et al., 2018), so it converges
+  to ``P w* + v`` where ``v`` is parallel to ``(I - P) w(0)`` with
   ``|v| = |(I - P) w(0)| (|w(inf)| / |w(0)|)^{1 - 1/N}`` (:func:`deep_linear_limit`); ``v -> 0``
   linearly in the initialisation scale. (The formula for ``v`` is derived in the chapter.)
 * **Linear rate** of gradient descent near the limit: the distance contracts by
   ``rho = max |1 - eta lambda|`` per step over the non-zero eigenvalues ``lambda`` of the Hessian
   at the limit (:func:`gd_contraction`).
-* **Data geometry** (Thm. 3 and its corollaries): with ``F(t) = P[phi(x) <= t]`` the mass within
-  angle ``t`` of the teacher's boundary,
+* **Data geometry** [``phuong-lampert-thm-bound``, ``phuong-lampert-cor-rates``]: with
+  ``F(t) = P[phi(x) <= t]`` the mass within angle ``t`` of the teacher's boundary,
   ``E[R(w_n)] <= min_t { F(t) + F(pi/2 - t)^n }`` (:func:`risk_bound`); for
   ``F(t) = (2t/pi)^kappa`` this is ``<= 2 (log n / n)^kappa`` (:func:`polynomial_rate`), and with an
   angular margin it decays exponentially (:func:`margin_rate`).
-* **Strong monotonicity** (Sec. 5): the angle between ``w*`` and the projection onto a growing
-  span never increases, so for a distribution symmetric about ``w*`` the risk never increases
-  along nested training sets (:func:`angle_between`, :func:`transfer_risk_of_angle`).
+* **Strong monotonicity** [``phuong-lampert-thm-monotone``]: the angle between ``w*`` and the
+  projection onto a growing span never increases, so for a distribution symmetric about ``w*`` the
+  risk never increases along nested training sets (:func:`angle_between`,
+  :func:`transfer_risk_of_angle`).
 """
 
 from __future__ import annotations
@@ -178,10 +181,10 @@ def linear_student_limit(
 ) -> torch.Tensor:
     """Where gradient descent on the distillation objective takes a linear student.
 
-    Phuong & Lampert (2019), Thm. 1: from ``w(0) = 0`` the limit is ``P w*``, the projection of the
-    teacher's weight onto the span of the training inputs (``w*`` itself if they span ``R^d``).
-    Every gradient ``(1/n) sum_i (sigma(<w, x_i>) - y_i) x_i`` lies in the span, so the part of
-    ``w(0)`` outside it never changes: from a general ``w(0)`` the limit is
+    Phuong & Lampert (2019), optimisation bias: from ``w(0) = 0`` the limit is ``P w*``, the
+    projection of the teacher's weight onto the span of the training inputs (``w*`` itself if they
+    span ``R^d``). Every gradient ``(1/n) sum_i (sigma(<w, x_i>) - y_i) x_i`` lies in the span, so
+    the part of ``w(0)`` outside it never changes: from a general ``w(0)`` the limit is
     ``P w* + (I - P) w(0)``.
 
     Parameters
@@ -215,10 +218,11 @@ def deep_linear_limit(
 ) -> torch.Tensor:
     """End-to-end limit of a deep linear student trained by gradient flow from a balanced start.
 
-    Phuong & Lampert (2019), Thm. 2 (deep linear students, balanced initialisation): the limit has
+    Phuong & Lampert (2019), optimisation bias of deep linear students (balanced initialisation; the
+    chapter's ``phuong-lampert-thm-deep``, whose remainder formula is derived there): the limit has
     the same in-span part ``P w*`` as the linear student. Under the balanced end-to-end dynamics
-    (Arora et al., 2018) the out-of-span part ``v(t) = (I - P) w(t)`` stays parallel to ``v(0)``
-    and obeys ``|v(t)| = |v(0)| (|w(t)| / |w(0)|)^{1 - 1/N}``; at the limit
+    (Arora et al., 2018) the out-of-span part ``v(t) = (I - P) w(t)`` stays parallel to ``v(0)`` and
+    obeys ``|v(t)| = |v(0)| (|w(t)| / |w(0)|)^{1 - 1/N}``; at the limit
     ``|w|^2 = |P w*|^2 + |v|^2``, a scalar fixed-point equation solved here by iteration (a
     contraction: its slope at the solution is ``(1 - 1/N) |v|^2 / |w|^2 < 1``).
 
@@ -401,7 +405,8 @@ def _coordinate_quadrature(d: int, nodes: int) -> tuple[np.ndarray, np.ndarray]:
 def risk_bound(n, distribution: AngularDistribution, grid: int = 20001) -> np.ndarray:
     """The generalisation bound on the expected transfer risk of the distilled linear student.
 
-    Phuong & Lampert (2019), Thm. 3 (in this book's notation): with ``F`` the mass within angle
+    Phuong & Lampert (2019), generalisation bound (the chapter's ``phuong-lampert-thm-bound``, in
+    this book's notation): with ``F`` the mass within angle
     ``t`` of the teacher's boundary and ``n`` i.i.d. training inputs,
 
     ``E[R(w_n)] <= min_{t in [0, pi/2]} { F(t) + F(pi/2 - t)^n }``.
@@ -442,7 +447,7 @@ def polynomial_rate(n, kappa: float) -> np.ndarray:
 
     Choosing ``2t/pi = log(n)/n`` in the bound and ``(1 - u)^{kappa n} <= exp(-kappa n u)`` gives
     ``(log n/n)^kappa + n^{-kappa} <= 2 (log n/n)^kappa`` for ``n >= 3`` (Phuong & Lampert, 2019,
-    polynomial-distribution corollary of Thm. 3: the rate ``(log n / n)^kappa``).
+    polynomial-distribution corollary of the bound: the rate ``(log n / n)^kappa``).
     """
     if isinstance(kappa, bool) or not isinstance(kappa, int | float) or not kappa > 0:
         raise ValueError(f"kappa must be a real number > 0; got {kappa!r}")
@@ -457,7 +462,7 @@ def margin_rate(n, margin: float) -> np.ndarray:
 
     ``F(m) = 0``, so taking ``t = m`` gives
     ``E[R] <= F(pi/2 - m)^n = ((pi/2 - 2m) / (pi/2 - m))^n`` for inputs with ``phi`` uniform on
-    ``[m, pi/2]`` (Phuong & Lampert, 2019, large-margin corollary of Thm. 3).
+    ``[m, pi/2]`` (Phuong & Lampert, 2019, large-margin corollary of the bound).
     """
     if not 0 < margin < math.pi / 4:
         raise ValueError(f"margin must be in (0, pi/4); got {margin}")
