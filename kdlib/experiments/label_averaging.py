@@ -10,7 +10,9 @@ Experiments
 ``closed_form``
     Trained outputs vs the exact (type-reduced) dynamics, vs the paper's linearised closed form
     ``P^(t) = 1/K + M^(t+1) (Y - 1/K)`` within the linearisation remainder, and the order
-    ``lam^-2`` of that remainder; heat maps of the averaging weights ``M^tau`` next to ``G``.
+    ``lam^-2`` of that remainder; heat maps of the averaging weights ``M^tau`` next to ``G``,
+    predicted by the closed form and measured on trained heads by perturbing one label at a time
+    (:func:`measure_averaging_weights`).
 ``many_rounds``
     Superclasses with unequal class sizes: accuracy on the training points rises, then falls as
     rounds average over ever larger clusters; the turning round the closed form predicts.
@@ -202,13 +204,16 @@ class Chain:
     output_bound: torch.Tensor  # (T+1, R)
 
 
-def self_distill(features, labels_onehot, lam, rounds: int, keep_weights: bool = True) -> Chain:
+def self_distill(
+    features, labels_onehot, lam, rounds: int, keep_weights: bool = True, tol: float = 1e-11
+) -> Chain:
     """Teacher (round 0) on ``labels_onehot`` ``(R, N, K)``, then ``rounds`` SD rounds, each on
-    the previous round's softmax outputs on the training points (warm-started)."""
+    the previous round's softmax outputs on the training points (warm-started); every round is
+    solved to gradient norm ``tol`` (:func:`fit_heads`)."""
     targets, init = labels_onehot, None
     probs, logits, weights, bounds = [], [], [], []
     for _ in range(rounds + 1):
-        fit = fit_heads(features, targets, lam, init=init)
+        fit = fit_heads(features, targets, lam, init=init, tol=tol)
         probs.append(fit.probs)
         logits.append(fit.logits)
         weights.append(fit.weights if keep_weights else fit.weights[:, :1, :1])
@@ -292,7 +297,10 @@ class ClosedFormResult:
     heat_lam: float
     heat_rounds: np.ndarray
     heat_gram: np.ndarray
-    heat_weights: np.ndarray  # (len(heat_rounds), N, N): M^(t+1)
+    heat_weights: np.ndarray  # (len(heat_rounds), N, N): M^(t+1), the closed form (predicted)
+    heat_measured: np.ndarray  # (len(heat_rounds), N, N): measured from trained heads
+    heat_tolerance: np.ndarray  # (len(heat_rounds),): remainder term + certified optimisation error
+    heat_epsilon: float  # size of the label perturbations used to measure the weights
     heat_classes: np.ndarray
     heat_superclasses: np.ndarray
 
@@ -362,15 +370,20 @@ def run_closed_form(config: RunConfig) -> ClosedFormResult:
 
 
 def _heat_map_data(config: RunConfig) -> dict:
-    """Averaging weights ``M^tau`` on a superclass-structured, perturbed Gram matrix (theory)."""
+    """Averaging weights ``M^tau`` on a superclass-structured, perturbed Gram matrix: the closed
+    form, and the same weights measured on trained heads (:func:`measure_averaging_weights`)."""
     sizes, supers = [12, 8, 12, 8], [0, 0, 1, 1]
     kappa = noise.hierarchical_kappa(supers, c=0.6, b=0.35, d=0.1)
     gen = make_generator(config.seed + 7)
     feats = noise.class_structured_features(sizes, kappa, perturbation=0.15, generator=gen)
     spectrum = theory.GramSpectrum.from_features(feats)
-    lam, heat_rounds = 0.01, np.array([0, 2, 9, 49])
+    lam, heat_rounds, eps = 0.01, np.array([0, 2, 9, 49]), 1e-3
+    k = len(sizes)
     weights = torch.stack(
-        [theory.averaging_weights(spectrum, lam, len(sizes), int(t) + 1) for t in heat_rounds]
+        [theory.averaging_weights(spectrum, lam, k, int(t) + 1) for t in heat_rounds]
+    )
+    measured, tolerance = measure_averaging_weights(
+        feats.to(config.device), lam, k, int(heat_rounds.max()), eps
     )
     classes = noise.class_labels(sizes)
     return {
@@ -378,9 +391,85 @@ def _heat_map_data(config: RunConfig) -> dict:
         "heat_rounds": heat_rounds,
         "heat_gram": spectrum.gram().numpy(),
         "heat_weights": weights.numpy(),
+        "heat_measured": measured[heat_rounds].numpy(),
+        "heat_tolerance": tolerance[heat_rounds].numpy(),
+        "heat_epsilon": eps,
         "heat_classes": classes.numpy(),
         "heat_superclasses": np.asarray(supers)[classes.numpy()],
     }
+
+
+def measure_averaging_weights(
+    features: torch.Tensor, lam: float, n_classes: int, rounds: int, epsilon: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Averaging weights of trained self-distillation, measured by perturbing one label at a time.
+
+    Replica ``j`` (and ``N + j``) trains a teacher and ``rounds`` SD rounds on uniform targets
+    ``1/K`` except point ``j``, whose target is moved by ``+epsilon`` (``-epsilon``) from class 1
+    to class 0. By the closed form ``P^(t) - 1/K = M^(t+1) (T - 1/K)`` (the paper's label
+    averaging), ``[(P_0 - P_1)(+eps) - (P_0 - P_1)(-eps)] / (4 eps)`` is column ``j`` of
+    ``M^(t+1)``; the symmetric difference cancels the even (second-order) part of the softmax
+    remainder. All ``2 N`` replicas train as one batch.
+
+    Parameters
+    ----------
+    features : Tensor ``(N, p)``
+    lam : float
+        Ridge parameter of every round.
+    rounds : int
+        SD rounds after the teacher.
+    epsilon : float
+        Size of the perturbation (logits stay of order ``epsilon``).
+
+    Returns
+    -------
+    measured : Tensor ``(rounds + 1, N, N)`` (CPU)
+        Row ``t``: the measured ``M^(t+1)`` (entry ``[i, j]``: weight of point ``j``'s label in
+        point ``i``'s prediction).
+    tolerance : Tensor ``(rounds + 1,)`` (CPU)
+        How far the measurement may be from the closed form: the remainder term of
+        :func:`kdlib.theory.label_averaging.accumulated_remainder` passed through the same
+        divided difference (evaluated at the trained logits), plus the certified optimisation
+        error ``sqrt(N) sum_s B_s / epsilon`` (``B_s``: per-point output bound of round ``s``,
+        propagated through rounds by ``||M||_2 <= 1``).
+    """
+    n, k = features.shape[0], n_classes
+    eps = _positive_float(epsilon, "epsilon")
+    targets = torch.full((2 * n, n, k), 1.0 / k, dtype=features.dtype, device=features.device)
+    idx = torch.arange(n, device=features.device)
+    for sign, offset in ((1.0, 0), (-1.0, n)):
+        targets[offset + idx, idx, 0] += sign * eps
+        targets[offset + idx, idx, 1] -= sign * eps
+    chain = self_distill(features, targets, lam, rounds, keep_weights=False, tol=1e-13)
+
+    def divided(p):  # (T+1, 2N, N, K) -> (T+1, N, N) with [t, i, j]
+        gap = p[..., 0] - p[..., 1]
+        return ((gap[:, :n] - gap[:, n:]) / (4 * eps)).transpose(1, 2)
+
+    measured = divided(chain.probs.cpu())
+    spectrum = theory.GramSpectrum.from_features(features.cpu())
+    remainder = theory.accumulated_remainder(chain.logits.cpu(), spectrum, lam)
+    linearisation = divided(remainder).abs().amax((1, 2))
+    optimisation = math.sqrt(n) * chain.output_bound.cpu().amax(1).cumsum(0) / eps
+    return measured, linearisation + optimisation
+
+
+def _positive_float(value, name: str) -> float:
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be finite and > 0; got {value}")
+    return value
+
+
+def averaging_block_means(weights: np.ndarray, classes: np.ndarray, superclasses: np.ndarray):
+    """Mean off-diagonal averaging weight between two points of the same class, of different
+    classes in the same superclass, and of different superclasses: ``(..., 3)`` for weights
+    ``(..., N, N)``."""
+    same = classes[:, None] == classes[None, :]
+    sup = superclasses[:, None] == superclasses[None, :]
+    off = ~np.eye(len(classes), dtype=bool)
+    masks = [same & off, sup & ~same, ~sup]
+    return np.stack([weights[..., m].mean(-1) for m in masks], axis=-1)
 
 
 def check_closed_form(result: ClosedFormResult, claims: Claims) -> None:
@@ -422,6 +511,45 @@ def check_closed_form(result: ClosedFormResult, claims: Claims) -> None:
             "by at most about max|z|/2 there"
         ),
     )
+    claims.close(
+        "averaging weights measured on trained heads (one label perturbed at a time) = M^(t+1)",
+        predicted=result.heat_weights,
+        measured=result.heat_measured,
+        atol=float(result.heat_tolerance.max()),
+        why=(
+            f"divided differences at +/-{result.heat_epsilon:g}: the closed form's remainder term "
+            "(theorem (iii), at the trained logits) plus the certified optimisation error "
+            "sqrt(N) sum_s B_s / eps; largest over the rounds shown"
+        ),
+    )
+    means = averaging_block_means(
+        result.heat_measured, result.heat_classes, result.heat_superclasses
+    )
+    claims.ordered(
+        "one training (M^1, measured): weight of same class > same superclass > other superclass",
+        {
+            "other superclass": means[0, 2],
+            "same superclass": means[0, 1],
+            "same class": means[0, 0],
+        },
+        order=["other superclass", "same superclass", "same class"],
+        margin=float(result.heat_tolerance[0]),
+        why=(
+            "label averaging follows the Gram matrix (correlations 0.6 > 0.35 > 0.1 here); "
+            "margin: the measurement's tolerance"
+        ),
+    )
+    claims.monotone(
+        "the averaging circle widens: other-superclass / same-class weight grows with rounds",
+        result.heat_rounds,
+        means[:, 2] / means[:, 0],
+        direction="increasing",
+        strict=True,
+        why=(
+            "closed form: every round multiplies eigen-component r by mu_r / (mu_r + K N lam), so "
+            "only the top eigenvectors of G (superclasses, then all points) survive"
+        ),
+    )
 
 
 def plot_closed_form(result: ClosedFormResult):
@@ -454,22 +582,43 @@ def plot_closed_form(result: ClosedFormResult):
 
 
 def plot_averaging(result: ClosedFormResult):
-    """Heat maps: the Gram matrix, then the averaging weights ``M^(t+1)`` after t rounds."""
+    """Top: the Gram matrix, then the closed form's averaging weights ``M^(t+1)`` after t rounds.
+    Bottom: mean weight by pair of points (predicted lines, measured markers), then the weights
+    measured on trained heads, on the same colour scales as the panels above them."""
     n_maps = 1 + len(result.heat_rounds)
-    fig, axes = figure(n_maps, 1, width=2.7, height=2.8)
+    fig, axes = figure(n_maps, 2, width=2.7, height=2.8)
     ax0 = axes[0][0]
     ax0.imshow(result.heat_gram, cmap="viridis")
     ax0.set_title("Gram matrix $G$", fontsize=10)
-    for ax, t, w in zip(axes[0][1:], result.heat_rounds, result.heat_weights, strict=True):
-        scale = np.abs(w - np.diag(np.diag(w))).max()
-        ax.imshow(w, cmap="magma", vmin=0, vmax=scale)
-        ax.set_title(f"$M^{{{t + 1}}}$ (round {t})", fontsize=10)
-    for ax in axes[0]:
+    for col, t in enumerate(result.heat_rounds, start=1):
+        pred, meas = result.heat_weights[col - 1], result.heat_measured[col - 1]
+        scale = np.abs(pred - np.diag(np.diag(pred))).max()
+        axes[0][col].imshow(pred, cmap="magma", vmin=0, vmax=scale)
+        axes[0][col].set_title(f"closed form $M^{{{t + 1}}}$ (round {t})", fontsize=9)
+        axes[1][col].imshow(meas, cmap="magma", vmin=0, vmax=scale)
+        axes[1][col].set_title(f"measured, trained (round {t})", fontsize=9)
+    for ax in [*axes[0], *axes[1][1:]]:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
+    ax = axes[1][0]
+    names = ["same class", "same superclass", "other superclass"]
+    colors = [PALETTE["vermillion"], PALETTE["orange"], PALETTE["blue"]]
+    predicted = averaging_block_means(
+        result.heat_weights, result.heat_classes, result.heat_superclasses
+    )
+    measured = averaging_block_means(
+        result.heat_measured, result.heat_classes, result.heat_superclasses
+    )
+    x = result.heat_rounds + 1
+    for i, (name, col) in enumerate(zip(names, colors, strict=True)):
+        ax.plot(x, predicted[:, i] / predicted[:, 0], "--", color=col)
+        ax.plot(x, measured[:, i] / measured[:, 0], "o", color=col, label=name)
+    ax.set(xscale="log", xlabel="trainings $t + 1$", ylabel="mean weight / same-class weight")
+    ax.set_title("closed form --, trained o", fontsize=9)
+    ax.legend(fontsize=7)
     fig.suptitle(
-        "Label-averaging weights after t rounds (each panel on its own colour scale, diagonal "
+        "Label-averaging weights after t rounds (each column on its own colour scale, diagonal "
         "clipped); classes of 12/8/12/8 points in two superclasses",
         fontsize=9,
     )
@@ -497,7 +646,6 @@ class LabelNoiseResult:
     trained_acc: np.ndarray  # (lams, etas, T+1) trained heads, training points vs true labels
     trained_test_acc: np.ndarray  # (lams, etas, T+1) fresh points of every class
     linear_margin: np.ndarray  # (lams, etas, T+1) block-formula margin of the closed form
-    remainder_bound: np.ndarray  # (lams, etas, T+1) max_i 2 * sum_s ||R(Z_s)||_F (margin shift)
 
 
 def _first_full(acc: np.ndarray) -> np.ndarray:
@@ -532,7 +680,7 @@ def run_label_noise(config: RunConfig) -> LabelNoiseResult:
         lam_rep = torch.tensor(np.repeat(lams, len(etas)), dtype=DTYPE)
         given_rep = given.repeat(len(lams), 1)
         labels = _one_hot(given_rep, k).to(config.device)
-        chain = self_distill(features, labels, lam_rep.to(config.device), rounds, keep_weights=True)
+        chain = self_distill(features, labels, lam_rep.to(config.device), rounds)
         true_dev = true.to(config.device)
         trained_acc = _accuracy(chain.probs, true_dev)  # (T+1, R)
         # fresh test points: the class part of the features, no instance-specific part
@@ -559,8 +707,6 @@ def run_label_noise(config: RunConfig) -> LabelNoiseResult:
             ],
             dim=1,
         )
-        remainder = theory.softmax_remainder(chain.logits.cpu()).flatten(2).norm(dim=-1)
-        remainder = 2 * (remainder + chain.output_bound.cpu() * math.sqrt(len(true))).cumsum(0)
     tau = np.array(
         [
             [theory.minimum_rounds(q[i], n, c, d, float(lam)) for i in range(len(etas))]
@@ -588,7 +734,6 @@ def run_label_noise(config: RunConfig) -> LabelNoiseResult:
         trained_acc=shape(trained_acc),
         trained_test_acc=shape(test_acc),
         linear_margin=shape(margin.numpy()),
-        remainder_bound=shape(remainder.numpy()),
     )
 
 
@@ -629,6 +774,13 @@ def check_label_noise(result: LabelNoiseResult, claims: Claims) -> None:
             "for every point of the majority wrong type, at every round",
         )
     gap = np.where(first_trained >= 0, first_trained, result.rounds[-1] + 1) - predicted_round
+    claims.at_least(
+        "trained heads never reach 100% before the closed form's round tau* - 1 (smallest gap)",
+        measured=float(gap[use].min()),
+        bound=0.0,
+        why="the gap explained in the text: a saturated softmax copies its targets more "
+        "faithfully than its linearisation, so the wrong labels fade more slowly, never faster",
+    )
     gap_small, gap_large = gap[0][use[0]].max(), gap[-1][use[-1]].max()
     claims.ordered(
         "threshold gap (trained - tau* + 1) closes as lam grows",
@@ -816,6 +968,17 @@ def check_pll(result: PLLResult, claims: Claims) -> None:
         atol=1e-12,
         why="the trained heads solve the same convex problems to certified 1e-9 accuracy",
     )
+    beyond = result.etas[(result.etas >= result.threshold) & result.pll_condition]
+    if beyond.size:  # the crossover exists on the grid (eta_T below the plurality limit)
+        claims.close(
+            "crossover on the linearised dynamics: PLL beats the best SD round from the first "
+            "noise rate >= eta_T on",
+            predicted=float(beyond[0]),
+            measured=_crossover(result.etas, result.linear_pll, best_lin),
+            atol=0,
+            why="exact statement about the linearised dynamics: the first grid point where SD "
+            "misses 100% within the round budget while the PLL condition still holds",
+        )
     best_trained = result.trained_sd[:, 1:].max(1)
     cross = _crossover(result.etas, result.trained_pll, best_trained)
     step = float(np.diff(result.etas).max())
@@ -1187,8 +1350,9 @@ def run_digits(config: RunConfig, noise_type: str = "symmetric") -> DigitsResult
 
 
 def check_digits(result: DigitsResult, claims: Claims) -> None:
-    """SD helps at high noise, first better then worse, turning round from the closed form on the
-    digits' Gram matrix, and the official-code PLL student beats the best SD round at high noise."""
+    """At high noise: the best SD round predicted by the closed form on the digits' Gram matrix
+    (a claim); SD first better then worse, and the PLL students against the best SD round (the
+    paper's Fig. 2 findings on real features: observations, never raised)."""
     mean_sd = result.sd_test.mean(axis=1)  # (etas, T+1)
     mean_closed = result.closed_test.mean(axis=1)
     high = np.isin(result.etas, result.high_noise)
@@ -1196,18 +1360,6 @@ def check_digits(result: DigitsResult, claims: Claims) -> None:
         eta = result.etas[i]
         curve = mean_sd[i]
         peak = int(curve.argmax())
-        claims.ordered(
-            f"eta={eta:g}: test accuracy teacher < best SD round (mean over seeds)",
-            {"teacher": curve[0], "last round": curve[-1], "best round": curve[peak]},
-            order=["teacher", "best round"],
-            why="label averaging first removes noisy labels, then over-smooths (paper Sec. 3-4)",
-        )
-        claims.ordered(
-            f"eta={eta:g}: test accuracy last round < best round (mean over seeds)",
-            {"last round": curve[-1], "best round": curve[peak]},
-            order=["last round", "best round"],
-            why="over-smoothing by many rounds (paper Sec. 3)",
-        )
         claims.close(
             f"eta={eta:g}: best SD round, closed form on the digits' Gram matrix vs trained",
             predicted=float(mean_closed[i].argmax()),
@@ -1218,12 +1370,33 @@ def check_digits(result: DigitsResult, claims: Claims) -> None:
             "a few points (measured here: closed-form accuracies within a few points of trained)",
         )
         best_sd = result.sd_test[i, :, 1:].max(-1).mean()
-        claims.ordered(
-            f"eta={eta:g}: PLL student (official code: GCE, teacher start) vs best of 10 SD rounds",
-            {"best SD round": best_sd, "PLL (GCE)": result.pll_gce_test[i].mean()},
-            order=["best SD round", "PLL (GCE)"],
-            why="paper Sec. 5 / Fig. 2: one PLL round beats multi-round SD at high noise rates",
-        )
+        with claims.observing():  # the paper's experiments (Fig. 2), not a theorem
+            claims.ordered(
+                f"eta={eta:g}: test accuracy teacher < best SD round (mean over seeds)",
+                {"teacher": curve[0], "last round": curve[-1], "best round": curve[peak]},
+                order=["teacher", "best round"],
+                why="paper Fig. 2: SD improves on the teacher, most at high noise",
+            )
+            claims.ordered(
+                f"eta={eta:g}: test accuracy last round < best round (mean over seeds)",
+                {"last round": curve[-1], "best round": curve[peak]},
+                order=["last round", "best round"],
+                why="paper Sec. 3 and Fig. 2: diminishing returns, then over-smoothing",
+            )
+            claims.ordered(
+                f"eta={eta:g}: PLL student (official code: GCE, teacher start) vs best of 10 "
+                "SD rounds",
+                {"best SD round": best_sd, "PLL (GCE)": result.pll_gce_test[i].mean()},
+                order=["best SD round", "PLL (GCE)"],
+                why="paper Sec. 5 / Fig. 2: one PLL round beats multi-round SD at high noise rates",
+            )
+            claims.ordered(
+                f"eta={eta:g}: PLL student (paper text: CE on the half-half targets) vs best of "
+                "10 SD rounds",
+                {"best SD round": best_sd, "PLL (CE)": result.pll_ce_test[i].mean()},
+                order=["best SD round", "PLL (CE)"],
+                why="paper Sec. 5 / Fig. 2, with the PLL loss as the paper's text states it",
+            )
 
 
 def plot_digits(result: DigitsResult):
