@@ -265,9 +265,7 @@ def draw_geometry(kind: str = "polynomial", kappa: float = 1.0, margin: float = 
         xlim=(0, 90),
         ylim=(0, 1.02),
     )
-    right.loglog(
-        curves["sizes"], curves["bound"], color=ROLE_COLORS["theory"], label="bound"
-    )
+    right.loglog(curves["sizes"], curves["bound"], color=ROLE_COLORS["theory"], label="bound")
     if np.isfinite(curves["rate"]).any():
         right.loglog(curves["sizes"], curves["rate"], "--", color=PALETTE["orange"], label="rate")
     right.set(
