@@ -69,6 +69,41 @@ def test_students_result_shapes_and_ranges(students):
     assert np.all((students.test_accuracy >= 0) & (students.test_accuracy <= 1))
     assert np.all(students.avg_loss > -1e-6)  # KL and logistic losses are non-negative
     assert np.all(students.teacher_accuracy > 0.9)
+    assert np.all((students.teacher_confidence > 0.5) & (students.teacher_confidence < 1))
+    assert students.agreement.shape == (tasks, widths, seeds)
+    assert np.all((students.agreement >= 0) & (students.agreement <= 1))
+
+
+def test_paired_students_share_their_initial_weights():
+    net = chapter.paired_students(tasks=3, seeds=4, in_features=5, width=6, seed=0, device="cpu")
+    hidden = net.hidden.detach().view(3, 2, 4, 6, 5)
+    output = net.output.detach().view(3, 2, 4, 6, 1)
+    torch.testing.assert_close(hidden[:, 0], hidden[:, 1], rtol=0, atol=0)
+    torch.testing.assert_close(output[:, 0], output[:, 1], rtol=0, atol=0)
+    assert not torch.equal(hidden[:, 0, 0], hidden[:, 0, 1])  # seeds differ
+    assert not torch.equal(hidden[0, 0], hidden[1, 0])  # tasks differ
+
+
+def test_accuracy_summary_matches_the_paired_differences(students):
+    summary = chapter.accuracy_summary(students)
+    small = slice(0, len(students.widths) // 2)
+    diff = students.test_accuracy[0][:, small] - students.test_accuracy[1][:, small]
+    assert summary["gap"] == pytest.approx(diff.mean())
+    assert summary["gap_low"] <= summary["gap"] <= summary["gap_high"]
+    np.testing.assert_allclose(summary["gain"], diff.mean(axis=(1, 2)))
+    assert summary["small_widths"] == [int(w) for w in students.widths[small]]
+    assert 0 <= summary["agreement"] <= 1
+
+
+def test_quick_tasks_test_on_every_other_image_of_the_pair(config):
+    tasks = chapter.load_pair_tasks(config, pairs=[(3, 8), (1, 7)])
+    for p in range(2):
+        train = {tuple(row.tolist()) for row in tasks.x_train[p]}
+        test = {tuple(row.tolist()) for row in tasks.x_test[p]}
+        assert not train & test  # disjoint (no image appears twice in the digits)
+    n, n_test = tasks.x_train.shape[1], tasks.x_test.shape[1]
+    assert 150 <= n <= 160 and n + n_test >= 340  # about 350 images per pair in all
+    assert set(tasks.y_train.unique().tolist()) == {0.0, 1.0}
 
 
 def test_a_wrong_neuron_ordering_fails(students, config):

@@ -14,8 +14,8 @@ Its first-layer neural tangent kernel tends, as ``m -> inf``, to
 
 The results compared in the book:
 
-* soft labels (the teacher's output probabilities, KL loss): width
-  ``m = O(1 / (gamma^2 eps))`` suffices for the loss averaged over the gradient-descent
+* soft labels (the output probabilities of the teacher's kernel limit, KL loss, projected
+  gradient descent): width ``m = O(1 / (gamma^2 eps))`` suffices for the loss averaged over the
   iterations to fall below ``eps`` (:func:`soft_label_width`);
 * hard labels (logistic loss): ``m = O(gamma^{-4} ln(1/eps))`` (:func:`hard_label_width`).
 
@@ -301,9 +301,10 @@ def sup_norm_margin(
 def soft_label_width(gamma, eps, constant: float = 1.0):
     """Order of the width sufficient for soft-label training: ``constant / (gamma^2 eps)``.
 
-    Mandal, Lin & Srikant (2025), main soft-label result: with soft labels from the teacher
-    (its output probabilities) and the KL loss, gradient descent on a width-``m`` student reaches
-    a loss averaged over iterations below ``eps`` once ``m = O(1 / (gamma^2 eps))``.
+    Mandal, Lin & Srikant (2025), soft-label theorem: with soft labels from the teacher in its
+    kernel (infinite-width) limit (its output probabilities) and the KL loss, projected gradient
+    descent (iterates projected onto a ball around the initialisation) on a width-``m`` student
+    reaches a loss averaged over the iterations below ``eps`` once ``m = O(1 / (gamma^2 eps))``.
     The constant is not given by the order bound; it defaults to 1.
 
     Parameters
