@@ -185,7 +185,7 @@ def _digest(paths):
 
 @pytest.fixture(scope="module")
 def assigned(tmp_path_factory):
-    """Otter Assign's output for chapters 01-02 (None without otter-grader: grading tests skip,
+    """Otter Assign's output for every assignment (None without otter-grader: grading tests skip,
     the student edition is then built without assignments)."""
     try:
         import otter  # noqa: F401
