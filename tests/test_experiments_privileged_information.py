@@ -39,6 +39,18 @@ def test_claims_pass_at_quick_scale(results, config, name):
     assert fig.axes
 
 
+def test_summary_table_gives_predicted_and_measured(results):
+    table = chapter.summary_table(
+        results["dynamics"], results["convergence"], results["generalization"]
+    )
+    lines = table.splitlines()
+    assert lines[0] == "| quantity | predicted (kernel) | measured (network) |"
+    assert sum("iterations to" in line for line in lines) == 4
+    assert sum("digits test error" in line for line in lines) == 4
+    for line in lines[2:]:
+        assert all(cell.strip() for cell in line.strip("|").split("|"))
+
+
 def test_dynamics_claims_fail_on_a_wrong_prediction(results, config):
     wrong = dataclasses.replace(
         results["dynamics"],
@@ -82,8 +94,76 @@ def test_generalization_claims_fail_when_pi_hurts(results, config):
 
 def test_tracking_claim_fails_when_the_bound_is_violated(results, config):
     r = results["dynamics"]
-    with pytest.raises(ClaimFailed, match="kernel-perturbation bound"):
+    with pytest.raises(ClaimFailed, match="kernel-tracking bound"):
         chapter.check_dynamics(dataclasses.replace(r, bound=r.bound * 0.1), _claims(config))
+
+
+def test_interpolation_claim_fails_for_a_prediction_linear_in_rho(results, config):
+    r = results["dynamics"]
+    wrong = dataclasses.replace(r, asymptotic_data=r.rhos * r.gap)  # rho instead of rho^2
+    with pytest.raises(ClaimFailed, match="converged interpolation"):
+        chapter.check_dynamics(wrong, _claims(config))
+
+
+def test_hypothesis_claim_fails_when_the_step_is_too_large(results, config):
+    r = results["dynamics"]
+    with pytest.raises(ClaimFailed, match="hypothesis of the tracking bound"):
+        chapter.check_dynamics(dataclasses.replace(r, step_gain=2.5), _claims(config))
+
+
+def test_convergence_claim_fails_when_pi_is_slower_at_one_width(results, config):
+    r = results["convergence"]
+    measured = r.iters_measured.copy()
+    measured[0] = measured[0, :, ::-1]  # narrowest width: PI slower than labels
+    with pytest.raises(ClaimFailed, match="every width and capacity"):
+        chapter.check_convergence(dataclasses.replace(r, iters_measured=measured), _claims(config))
+
+
+def test_convergence_claim_fails_when_students_do_not_approach_the_kernel(results, config):
+    r = results["convergence"]
+    wrong = dataclasses.replace(r, iters_predicted=r.iters_measured[0].copy())
+    with pytest.raises(ClaimFailed, match="approach the kernel's iterations"):
+        chapter.check_convergence(wrong, _claims(config))
+
+
+def test_recorded_bound_terms_match_an_independent_computation():
+    """The drift terms and step remainders recorded with Jacobian-vector products equal those
+    computed from the full empirical NTK at every step (float64, small network)."""
+    from kdlib.ntk import empirical_ntk
+    from kdlib.theory import privileged_information as th
+
+    gen = torch.Generator().manual_seed(9)
+    replicas, n, d, width, steps = 2, 9, 4, 64, 12
+    x = torch.randn(replicas, n, d, generator=gen, dtype=torch.float64)
+    x = x / x.norm(dim=-1, keepdim=True)
+    target = torch.randn(replicas, n, generator=gen, dtype=torch.float64)
+    lr = torch.tensor([2.0, 3.0], dtype=torch.float64)
+    model = TwoLayerReLU(replicas, d, width, seed=4, dtype=torch.float64)
+    reference = TwoLayerReLU(replicas, d, width, seed=4, dtype=torch.float64)
+    traj = chapter.train_wide_student(model, x, target, lr, steps, kernel_every=1)
+    grams = []
+    for step in range(steps + 1):  # replay the run, measuring the whole kernel each step
+        grams.append(empirical_ntk(reference, x))
+        if step < steps:
+            u = reference(x)[..., 0]
+            reference.hidden.data -= (
+                lr[:, None, None]
+                * chapter._vjp(
+                    x,
+                    (reference.features(x) > 0) * reference.output[..., 0][:, None, :] / width**0.5,
+                    ((u - target) / n)[..., None],
+                )[:, :, 0]
+            )
+    torch.testing.assert_close(reference.hidden.data, model.hidden.data)
+    u = traj.outputs
+    for j in range(replicas):
+        lin = th.kernel_outputs(grams[0][j], target[j], range(steps + 1), float(lr[j]), u[0, j])
+        for s in range(steps):
+            step_lin = u[s, j] - lr[j] / n * grams[s][j] @ (u[s, j] - target[j])
+            torch.testing.assert_close(traj.remainders[s, j], (u[s + 1, j] - step_lin).norm())
+            drift = lr[j] / n * ((grams[s][j] - grams[0][j]) @ (lin[s] - target[j])).norm()
+            torch.testing.assert_close(traj.drift_terms[s, j], drift)
+    assert traj.remainders.max() > 0  # some neurons did flip: the remainder term is exercised
 
 
 def test_hand_written_gradient_is_autograds():

@@ -213,6 +213,51 @@ def test_deviation_bound_holds_for_a_drifting_kernel():
     assert torch.all(zero == 0)
 
 
+def test_tracking_bound_holds_with_drift_and_remainders():
+    """A network-like recursion: a drifting kernel plus a non-linear remainder each step. The
+    vector-form bound holds and is never weaker than the operator-norm one (no remainder)."""
+    gen = torch.Generator().manual_seed(51)
+    n, steps = 8, 60
+    features = torch.randn(n, 40, generator=gen)
+    gram = features @ features.T
+    lr = th.stable_learning_rate(gram, 0.9)
+    target = torch.randn(n, generator=gen)
+    u, lin = torch.zeros(n), torch.zeros(n)
+    outputs, drift_terms, remainders, op_errors = [u.clone()], [], [], []
+    for t in range(steps):
+        drifted = features + 0.02 * math.sqrt(t + 1) * torch.randn(n, 40, generator=gen)
+        kernel_t = drifted @ drifted.T
+        remainder = 1e-3 * torch.randn(n, generator=gen)
+        drift_terms.append(lr / n * ((kernel_t - gram) @ (lin - target)).norm())
+        op_errors.append(torch.linalg.matrix_norm(kernel_t - gram, ord=2))
+        remainders.append(remainder.norm())
+        u = u - lr * kernel_t @ (u - target) / n + remainder
+        lin = lin - lr * gram @ (lin - target) / n
+        outputs.append(u.clone())
+    predicted = th.kernel_outputs(gram, target, range(steps + 1), lr)  # here u_lin = u_kernel
+    bound = th.tracking_bound(
+        torch.zeros(steps + 1), torch.stack(drift_terms), torch.stack(remainders)
+    )
+    deviation = (torch.stack(outputs) - predicted).norm(dim=-1)
+    assert torch.all(deviation <= bound + 1e-12)
+    assert bound[0] == 0
+    norms = (predicted - target).norm(dim=-1)
+    op_bound = th.deviation_bound(torch.stack([*op_errors, op_errors[-1]]), norms, lr, n)
+    no_remainder = th.tracking_bound(
+        torch.zeros(steps + 1), torch.stack(drift_terms), torch.zeros(steps)
+    )
+    assert torch.all(no_remainder <= op_bound + 1e-12)
+
+
+def test_tracking_bound_validates():
+    with pytest.raises(ValueError, match="linear_gap"):
+        th.tracking_bound(torch.zeros(3), torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="remainders"):
+        th.tracking_bound(torch.zeros(4), torch.zeros(3), -torch.ones(3))
+    with pytest.raises(TypeError, match="drift_terms"):
+        th.tracking_bound(torch.zeros(4), [0.0] * 3, torch.zeros(3))
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

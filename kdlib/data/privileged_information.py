@@ -1,5 +1,5 @@
 """Teacher-student data with privileged information (Vapnik & Vashist, 2009, in the setting of
-Rahbar et al., 2020).
+Rahbar et al., arXiv:2003.13438).
 
 A *teacher* ``phi(x) = m_T^{-1/2} sum_j b_j relu(<v_j, x>)`` (random ``v_j ~ N(0, I_d)``,
 ``b_j = +-1``, then standardised to unit variance and zero mean) sees the full input

@@ -1,9 +1,9 @@
 """Knowledge transfer with privileged information (PI) in the kernel regime.
 
-After Rahbar, Panahi, Bhattacharyya, Dubhashi & Chehreghani, *Analysis of Knowledge Transfer in
-Kernel Regime* (CIKM 2020; arXiv:2003.13438, first titled *On the Unreasonable Effectiveness of
-Knowledge Distillation: Analysis in the Kernel Regime*), in the wide two-layer setting of Du et
-al. (2019) and Arora et al. (2019).
+After Rahbar, Panahi, Bhattacharyya, Dubhashi & Haghir Chehreghani, *Analysis of Knowledge
+Transfer in Kernel Regime* (arXiv:2003.13438 v3; published as Panahi, Rahbar et al., CIKM 2022,
+pp. 1615-1624; v1 titled *On the Unreasonable Effectiveness of Knowledge Distillation: Analysis in
+the Kernel Regime*), in the wide two-layer setting of Du et al. (2019) and Arora et al. (2019).
 
 Setting and notation
 --------------------
@@ -32,9 +32,11 @@ weights travel (``|W(t) - W(0)|_F^2 = ytilde^T (I - (I - A)^t)^2 H^{-1} ytilde``
 Arora et al., 2019, Lemma 5.3), and its generalisation consequence (Arora et al., Thm 5.1:
 test error ``<~ sqrt(2 ytilde^T H^{-1} ytilde / n)``).
 
-Note: the paper's body text was not available to us; the statements here are the kernel-regime
-consequences of the abstract's claims, written in the notation of Du et al. (2019). See the
-chapter for the correspondence.
+Note: the paper's body (its theorems and their numbering) was not available to us, only its
+abstract and the opening of its introduction; the statements here are derived in this module and
+the chapter as kernel-regime consequences of the abstract's claims, written in the notation of Du
+et al. (2019), whose results (and Arora et al.'s) are cited by number where used. See the chapter
+for the correspondence.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ __all__ = [
     "generalization_bound",
     "kernel_test_outputs",
     "deviation_bound",
+    "tracking_bound",
     "stable_learning_rate",
 ]
 
@@ -465,6 +468,59 @@ def deviation_bound(
     terms = (lr / n) * kernel_errors.double() * predicted_norms.double()
     summed = terms.cumsum(0)
     return torch.cat([torch.zeros_like(summed[:1]), summed[:-1]], dim=0)
+
+
+def tracking_bound(
+    linear_gap: torch.Tensor, drift_terms: torch.Tensor, remainders: torch.Tensor
+) -> torch.Tensor:
+    """A computed bound on ``|u_net(t) - u_kernel(t)|``: the vector form of the discrete Duhamel
+    argument, with the step's nonlinearity included.
+
+    Let ``H_m(s)`` be the network's tangent-kernel Gram matrix at step ``s``, ``u_lin`` the
+    outputs of the kernel model with ``H_m(0)`` (started at the network's ``u(0)``) and
+    ``e_lin = u_lin - ytilde``. A gradient step moves the network's outputs by
+    ``-(lr/n) H_m(s) (u(s) - ytilde) + r(s)``, where ``r(s)`` collects the neurons whose
+    activation pattern flips during the step. Then ``d = u_net - u_lin`` obeys
+
+    ``d(s+1) = (I - lr H_m(s)/n) d(s) - (lr/n)(H_m(s) - H_m(0)) e_lin(s) + r(s)``,
+
+    and if ``0 <= lr H_m(s)/n <= 2 I`` (``H_m(s)`` is positive semi-definite; the upper end must
+    be checked) the first factor has norm at most 1, so
+    ``|d(t)| <= sum_{s<t} [(lr/n)|(H_m(s) - H_m(0)) e_lin(s)| + |r(s)|]``; the triangle
+    inequality adds ``|u_lin(t) - u_kernel(t)|``. Since
+    ``|(H_m(s) - H_m(0)) e| <= |H_m(s) - H_m(0)|_op |e|``, this is never weaker than
+    :func:`deviation_bound` applied to ``u_lin`` (which has no remainder term).
+
+    Parameters
+    ----------
+    linear_gap : Tensor, shape ``(T + 1, ...)``
+        ``|u_lin(t) - u_kernel(t)|`` for ``t = 0..T``.
+    drift_terms : Tensor, shape ``(T, ...)``
+        ``(lr/n) |(H_m(s) - H_m(0)) e_lin(s)|`` for ``s = 0..T-1``.
+    remainders : Tensor, shape ``(T, ...)``
+        ``|r(s)|`` for ``s = 0..T-1``.
+
+    Returns
+    -------
+    Tensor, shape ``(T + 1, ...)``, float64: the bound at ``t = 0..T``.
+    """
+    for name, value in (
+        ("linear_gap", linear_gap),
+        ("drift_terms", drift_terms),
+        ("remainders", remainders),
+    ):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+        if torch.any(value < 0) or not torch.all(torch.isfinite(value)):
+            raise ValueError(f"{name} must hold finite, non-negative norms")
+    if drift_terms.shape != remainders.shape:
+        raise ValueError("drift_terms and remainders must have the same shape (T, ...)")
+    if linear_gap.shape != (drift_terms.shape[0] + 1, *drift_terms.shape[1:]):
+        raise ValueError(
+            "linear_gap must have shape (T + 1, ...) for drift_terms of shape (T, ...)"
+        )
+    summed = (drift_terms.double() + remainders.double()).cumsum(0)
+    return linear_gap.double() + torch.cat([torch.zeros_like(summed[:1]), summed], dim=0)
 
 
 # -- validation helpers -------------------------------------------------------------------------
