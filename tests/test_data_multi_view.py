@@ -83,6 +83,25 @@ def test_single_view_weights_in_their_ranges():
     assert (present <= params.single_off_target).all()
 
 
+def test_weak_view_is_fainter_than_every_off_target_feature_when_rho_much_below_gamma():
+    """The paper's rho << Gamma: in single-view data the class's second view is weaker than any
+    off-target feature (with 2 rho < Gamma / 2, as in the chapter's settings)."""
+    params, data = _sample(weak_view=0.02, single_off_target=0.3)
+    single = data.single_view
+    y, view, weights = data.y[single], data.view[single], data.weights[single]
+    rows = torch.arange(len(y))
+    weak = weights[rows, y, 1 - view]
+    mask = torch.ones_like(weights, dtype=torch.bool)
+    mask[rows, y] = False
+    off = torch.where(mask & (weights > 0), weights, torch.full_like(weights, math.inf))
+    assert (weak < off.amin(dim=(1, 2))).all()
+    # multi-view data: every off-target feature is weaker than the class's own views
+    multi = ~data.single_view
+    own = torch.nn.functional.one_hot(data.y[multi], params.n_classes).bool()
+    w = data.weights[multi]
+    assert w[~own[:, :, None].expand_as(w)].max() < w[own[:, :, None].expand_as(w)].min()
+
+
 def test_patches_carry_each_feature_disjointly_with_total_weight_z():
     params, data = _sample(n=500, noise_std=0.0, feature_noise=0.0)
     coeff = _coefficients(data)  # (n, P, k, 2)

@@ -171,3 +171,98 @@ def test_ntk_claim_fails_if_linearised_members_learned_one_view(results):
     one_view = dataclasses.replace(result, ntk_view_accuracy=result.network_view_accuracy)
     with pytest.raises(ClaimFailed, match="both views"):
         mv.check_ntk(one_view, Claims(mv.CHAPTER, config, ledger=False))
+
+
+def test_theorem_1_band_fails_when_unlearned_views_are_classified(results):
+    config, runs = results
+    result = runs["single"]
+    # a model that classified every test point of its one-view classes: error 0, below 0.49 mu
+    perfect = dataclasses.replace(result, class_accuracy=np.ones_like(result.class_accuracy))
+    with pytest.raises(ClaimFailed, match="0.49 mu"):
+        mv.check_single(perfect, Claims(mv.CHAPTER, config, ledger=False))
+
+
+def test_theorem_3_bound_fails_for_a_student_at_the_members_accuracy(results):
+    config, runs = results
+    result = runs["distillation"]
+    # passes the ordering claims (a hair better than hard labels) but not Theorem 3's 0.01 mu
+    weak = dataclasses.replace(
+        result,
+        student_accuracy=np.full_like(result.student_accuracy, 0.99),
+        member_accuracy=np.full_like(result.member_accuracy, 0.9),
+    )
+    with pytest.raises(ClaimFailed, match="Theorem 3"):
+        mv.check_distillation(weak, Claims(mv.CHAPTER, config, ledger=False))
+
+
+def test_self_distillation_claim_fails_if_teacher_views_are_lost(results):
+    config, runs = results
+    result = runs["self_distillation"]
+    forgetful = dataclasses.replace(
+        result, student_learned=np.zeros_like(result.student_learned, dtype=bool)
+    )
+    with pytest.raises(ClaimFailed, match="every view its teacher learned"):
+        mv.check_self_distillation(forgetful, Claims(mv.CHAPTER, config, ledger=False))
+
+
+def test_one_view_error_and_tie_ratio_by_hand(results):
+    _, runs = results
+    result = runs["single"]
+    learned = np.array([[[True, False], [True, True]]])  # member 0: class 0 one view, class 1 both
+    hand = dataclasses.replace(
+        result,
+        learned=learned,
+        class_accuracy=np.array([[0.9, 0.2]]),
+        init_strength=np.array([[[0.2, 0.1], [0.0, 0.0]]]),
+    )
+    assert hand.one_view_error == pytest.approx(0.1)  # only class 0 counts
+    np.testing.assert_allclose(hand.tie_ratio, [[0.5, 1.0]])  # no positive correlation: a tie
+    none = dataclasses.replace(hand, learned=np.ones_like(learned))
+    assert np.isnan(none.one_view_error)
+
+
+def test_summary_table_lists_the_four_theorems(results):
+    _, runs = results
+    table = mv.summary_table(
+        runs["single"], runs["ensemble"], runs["distillation"], runs["self_distillation"]
+    )
+    for theorem in ("Theorem 1", "Theorem 2", "Theorem 3", "Theorem 4"):
+        assert theorem in table
+    single_row = next(line for line in table.splitlines() if "Theorem 1" in line)
+    assert f"{runs['single'].error.mean():.4f}" in single_row
+    assert "0.49" in single_row and "0.51" in single_row
+
+
+def test_students_train_for_their_own_step_counts():
+    config = resolve("quick", "cpu")
+    quick = mv.setting_for(config)
+    assert quick.kd_steps != quick.sd_steps  # distillation and self-distillation budgets differ
+    before = mv._key(config)
+    original = mv.QUICK
+    try:  # the members' cache key ignores the students' budgets: changing them retrains no member
+        mv.QUICK = dataclasses.replace(original, kd_steps=7, sd_steps=9)
+        assert mv._key(config) == before
+        mv.QUICK = dataclasses.replace(original, steps=7)
+        assert mv._key(config) != before
+    finally:
+        mv.QUICK = original
+
+
+def test_runs_use_one_cpu_thread_and_restore_the_count(results, monkeypatch):
+    config, _ = results
+    seen = []
+    original = mv._scores
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mv, "_scores", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        mv.run_ensemble(config)  # the members are cached: no training
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

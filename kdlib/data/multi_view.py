@@ -1,15 +1,17 @@
 """Multi-view data of Allen-Zhu & Li (2023): classes with two views each, patches, feature noise.
 
 The data model of "Towards Understanding Ensemble, Knowledge Distillation and Self-Distillation in
-Deep Learning" (ICLR 2023, arXiv 2012.09816, Section 3 / Definition of the distributions
-``D_m`` and ``D_s``). Each of the ``k`` classes owns two *views* (features)
+Deep Learning" (ICLR 2023, arXiv 2012.09816; the paper's definition of the multi-view and
+single-view distributions ``D_m`` and ``D_s``). Labels ``y`` are uniform on the ``k`` classes.
+Each of the ``k`` classes owns two *views* (features)
 ``v_{i,1}, v_{i,2} in R^d``; all ``2k`` features are orthonormal. An input is a list of ``P``
 patches ``X = (x_1, ..., x_P)``, each in ``R^d``. A sample of class ``y``:
 
 1. picks a set of *off-target* features: each ``v_{j,l}`` with ``j != y`` is present with
    probability ``s / k`` (``s`` = ``sparsity``);
 2. gives every present feature (the two views of ``y`` and the off-target ones) its own
-   ``C_p`` disjoint patches (``patches_per_feature``), chosen uniformly at random;
+   ``C_p`` disjoint patches (``patches_per_feature``), chosen uniformly at random (the paper
+   allows any distribution of the patches);
 3. writes ``x_p = z_p v + sum_{v'} alpha_{p,v'} v' + xi_p`` on a patch ``p`` of feature ``v``,
    and ``x_p = sum_{v'} alpha_{p,v'} v' + xi_p`` on the other patches, where the *feature
    noise* ``alpha_{p,v'}`` is uniform on ``[0, gamma]`` for every feature ``v'`` and the
@@ -22,14 +24,17 @@ patches ``X = (x_1, ..., x_P)``, each in ``R^d``. A sample of class ``y``:
      off-target features;
    * **single-view** (``D_s``): a view ``l_hat`` of ``y`` is chosen uniformly; ``Z`` is uniform
      on ``[1, main_high]`` for ``v_{y, l_hat}``, on ``[rho, 2 rho]`` for the other view of
-     ``y`` and on ``[Gamma / 2, Gamma]`` for off-target features.
+     ``y`` (the paper: ``[rho, O(rho)]``) and on ``[Gamma / 2, Gamma]`` for off-target
+     features (the paper: ``[Omega(Gamma), Gamma]``); the paper's choices make ``rho << Gamma``.
 
 A data set of ``n`` points with single-view fraction ``mu`` holds exactly ``round(mu n)``
-single-view points (the paper's ``Z_s``) and the rest multi-view (``Z_m``), shuffled.
+single-view points (the paper's ``Z_s``, ``mu N`` of its ``N`` training points) and the rest
+multi-view (``Z_m``), shuffled; the paper's test distribution is the mixture
+``(1 - mu) D_m + mu D_s``, which a large sample with fraction ``mu`` represents.
 
-The paper's asymptotic choices (``P = k^2``, ``d = poly(k)``, ``s, C_p = polylog(k)``,
-``gamma, mu = 1/poly(k)``, ``rho = k^{-0.01}``, ``Gamma = 1/polylog(k)``,
-``sigma_p = 1/(sqrt(d) polylog(k))``) are replaced by concrete numbers in
+The paper's asymptotic choices (``d = poly(k)``, ``s, C_p = polylog(k)``, ``mu = 1/poly(k)``,
+``rho = k^{-0.01}``, ``Gamma = 1/polylog(k)``, small ``gamma`` and ``sigma_p``, all for ``k``
+large) are replaced by concrete numbers in
 :class:`MultiViewParams`; the properties they guarantee (orthonormal views, disjoint patches,
 weights in their ranges, exact counts) are what the tests check on samples.
 """

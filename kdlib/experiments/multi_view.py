@@ -17,14 +17,16 @@ Experiments
     members learn different views).
 ``distillation``
     One model of the same size trained on the ensemble's soft labels reaches the ensemble's
-    accuracy (Theorem 3); the same model on hard labels does not.
+    accuracy, test error ``<= 0.01 mu`` (Theorem 3); the same model on hard labels does not.
 ``self_distillation``
     A fresh model distilled from one trained model. Theorem 4 predicts error ``<= 0.26 mu`` (the
     union of two lotteries, ``mu / 4``); at our scale the student copies its teacher's views and
     loses its own, and the claims record that.
 ``ntk``
-    The contrast the paper draws: linearised (neural-tangent) versions of the same members learn
-    both views alike, so their ensemble gains (almost) nothing.
+    The contrast the paper draws (an argument about linear models over fixed features and an
+    experiment on real images, not one of its Theorems 1-4): linearised (neural-tangent)
+    versions of the same members learn both views alike, so their ensemble gains (almost)
+    nothing.
 ``memorisation``
     Where the picture stops holding: with single-view points in the *training* set, small
     networks learn the missing view from them instead of memorising them (the book's other
@@ -85,6 +87,7 @@ __all__ = [
     "plot_memorisation",
     "plot_activation",
     "setting_table",
+    "summary_table",
     "lottery_agreement",
 ]
 
@@ -301,7 +304,9 @@ class Setting:
     students : int
         Replicas (seeds) of the student distilled from the whole ensemble.
     kd_steps : int
-        Gradient steps of every distilled student (same ``lr``).
+        Gradient steps of the students distilled from the ensemble (same ``lr``).
+    sd_steps : int
+        Gradient steps of the self-distilled students (same ``lr``).
     n_train, n_test : int
         Training and test set sizes.
     mu : float
@@ -328,6 +333,7 @@ class Setting:
     members: int
     students: int
     kd_steps: int
+    sd_steps: int
     n_train: int
     n_test: int
     mu: float
@@ -362,7 +368,8 @@ QUICK = Setting(
     steps=300,
     members=8,
     students=4,
-    kd_steps=600,
+    kd_steps=3000,
+    sd_steps=600,
     n_train=240,
     n_test=2000,
     mu=0.2,
@@ -396,6 +403,7 @@ FULL = Setting(
     members=10,
     students=10,
     kd_steps=3000,
+    sd_steps=3000,
     n_train=1500,
     n_test=10000,
     mu=0.2,
@@ -430,6 +438,29 @@ class _Members:
     test_logits: torch.Tensor  # (K, n_test, k)
 
 
+def _one_cpu_thread(run):
+    """Run an experiment with one intra-op thread on the CPU (restored afterwards).
+
+    The chapter's tensors are small (each step is a few small matrix products per replica), so a
+    second thread buys little on an idle machine and, on a shared or loaded one, OpenMP's
+    synchronisation made the quick scale about five times slower in our measurements. One thread
+    also makes the notebook compute exactly what the tests compute. On a GPU nothing changes.
+    """
+
+    @functools.wraps(run)
+    def wrapper(config: RunConfig, *args, **kwargs):
+        if config.device.type != "cpu":
+            return run(config, *args, **kwargs)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return run(config, *args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
+
 def _key(config: RunConfig) -> tuple:
     """Cache key of the data and the members: the scale's :class:`Setting` (hashable) with the
     students' fields normalised away (changing the temperature does not retrain the members),
@@ -438,6 +469,7 @@ def _key(config: RunConfig) -> tuple:
         setting_for(config),
         students=1,
         kd_steps=1,
+        sd_steps=1,
         temperature=1.0,
         alpha=0.0,
         ntk_lr=1.0,
@@ -504,12 +536,13 @@ def _members(key: tuple) -> _Members:
 
 
 def _scores(logits: torch.Tensor, data: MultiViewData) -> dict[str, np.ndarray]:
-    """Accuracies of each replica: overall, on multi-view and single-view points, and per
-    (class, view) on single-view points, ``(R, k, 2)``."""
+    """Accuracies of each replica: overall, on multi-view and single-view points, per class on
+    all points, ``(R, k)``, and per (class, view) on single-view points, ``(R, k, 2)``."""
     correct = (logits.argmax(-1) == data.y).double()  # (R, n)
     single = data.single_view
     k = logits.shape[-1]
     per_view = torch.zeros(logits.shape[0], k, 2, dtype=torch.float64, device=logits.device)
+    per_class = torch.stack([correct[:, data.y == i].mean(-1) for i in range(k)], dim=-1)
     for i in range(k):
         for view in range(2):
             mask = single & (data.y == i) & (data.view == view)
@@ -518,6 +551,7 @@ def _scores(logits: torch.Tensor, data: MultiViewData) -> dict[str, np.ndarray]:
         "accuracy": correct.mean(-1).cpu().numpy(),
         "multi": correct[:, ~single].mean(-1).cpu().numpy(),
         "single": correct[:, single].mean(-1).cpu().numpy(),
+        "per_class": per_class.cpu().numpy(),
         "per_view": per_view.cpu().numpy(),
     }
 
@@ -558,6 +592,7 @@ class SingleResult:
     test_accuracy: np.ndarray
     multi_accuracy: np.ndarray
     single_accuracy: np.ndarray
+    class_accuracy: np.ndarray
     view_accuracy: np.ndarray
     learned: np.ndarray
     init_strength: np.ndarray
@@ -582,7 +617,28 @@ class SingleResult:
         """Error predicted from the views each member learned, ``(K,)``."""
         return theory.error_from_views(self.mu, self.learned)
 
+    @property
+    def tie_ratio(self) -> np.ndarray:
+        """How close each class's lottery was at initialisation: ``min_l Lambda_{i,l} / max_l
+        Lambda_{i,l}`` (1 for a tie), ``(K, k)``."""
+        strongest = self.init_strength.max(-1)
+        return np.divide(
+            self.init_strength.min(-1),
+            strongest,
+            out=np.ones_like(strongest),
+            where=strongest > 0,
+        )
 
+    @property
+    def one_view_error(self) -> float:
+        """Test error on the classes where a member learned exactly one view (the situation
+        Theorem 1's proof establishes for every class), averaged over those (member, class)
+        pairs; ``nan`` if there are none."""
+        one = self.learned.sum(-1) == 1
+        return float(np.mean(1 - self.class_accuracy[one])) if one.any() else float("nan")
+
+
+@_one_cpu_thread
 def run_single(config: RunConfig) -> SingleResult:
     """Train the ensemble's members (independently seeded replicas, full-batch GD on the
     cross-entropy) and measure, per member, its accuracies and which views it learned."""
@@ -600,6 +656,7 @@ def run_single(config: RunConfig) -> SingleResult:
         test_accuracy=scores["accuracy"],
         multi_accuracy=scores["multi"],
         single_accuracy=scores["single"],
+        class_accuracy=scores["per_class"],
         view_accuracy=scores["per_view"],
         learned=_learned_by_weights(members.network, data.features, s.data.patches_per_feature),
         init_strength=np.clip(members.init_correlations, 0, None).max(axis=2),
@@ -660,12 +717,29 @@ def check_single(result: SingleResult, claims: Claims) -> None:
         bound=theory.PAPER_ERROR_BOUNDS["single"][1] * mu + _mean_error_se(error, n_test),
         why="Theorem 1 plus 3 binomial standard errors",
     )
+    low, high = theory.PAPER_ERROR_BOUNDS["single"]
+    one_view = result.one_view_error
+    margin = _mean_error_se(one_view, n_test)
     claims.at_least(
-        "test error > 0.26 mu: worse than a self-distilled model may be (Theorems 1, 4)",
+        "classes with one learned view: test error >= 0.49 mu (Theorem 1, lower end)",
+        measured=one_view,
+        bound=low * mu - margin,
+        why="Theorem 1's band where its proof's conclusion (one view per class) holds at our size;"
+        " 3 binomial standard errors on the test set",
+    )
+    claims.at_most(
+        "classes with one learned view: test error <= 0.51 mu (Theorem 1, upper end)",
+        measured=one_view,
+        bound=high * mu + margin,
+        why="as above",
+    )
+    claims.at_least(
+        "test error > 0.26 mu, Theorem 4's bound for a self-distilled model",
         measured=error,
         bound=theory.PAPER_ERROR_BOUNDS["self-distillation"][1] * mu,
-        why="Theorem 1's lower end 0.49 mu is asymptotic (finite m: near-tied views can both be "
-        "learned); we check that a single model stays above Theorem 4's self-distillation bound",
+        why="Theorems 1 and 4 separate a single model from a self-distilled one; over all classes"
+        " the error is below 0.49 mu where near-tied views were both learned (reported in the "
+        "chapter), so the lower end is checked on the one-view classes above",
     )
     agreement, pairs = lottery_agreement(result)
     claims.at_least(
@@ -698,6 +772,13 @@ def plot_single(result: SingleResult):
         label="Theorem 1: [0.49, 0.51] mu",
     )
     plot_predicted(left, mus, theory.single_model_error(mus), label="mu / 2")
+    left.plot(
+        [result.mu],
+        [result.one_view_error],
+        "D",
+        color="black",
+        label="classes with one learned view",
+    )
     left.axvline(result.mu, ls=":", color="grey")
     left.set(
         xlabel="single-view fraction $\\mu$ of the test data",
@@ -747,6 +828,7 @@ def _subsets(n_members: int, size: int, count: int, seed: int) -> list[np.ndarra
     return [np.sort(rng.choice(n_members, size, replace=False)) for _ in range(count)]
 
 
+@_one_cpu_thread
 def run_ensemble(config: RunConfig, subsets_per_size: int = 20) -> EnsembleResult:
     """Average the members' logits over random subsets of every size ``K = 1..members``."""
     s = setting_for(config)
@@ -863,15 +945,17 @@ def _distil(
     seed: int,
     device,
     desc: str,
+    steps: int,
 ) -> PatchNetwork:
-    """Fresh students trained on ``alpha CE(labels) + (1 - alpha) T^2 KL(teacher || student)``
-    at temperature ``T``; ``teacher_logits`` is ``(n, k)`` (shared) or ``(R, n, k)``."""
+    """Fresh students trained for ``steps`` full-batch steps on ``alpha CE(labels) + (1 - alpha)
+    T^2 KL(teacher || student)`` at temperature ``T``; ``teacher_logits`` is ``(n, k)`` (shared)
+    or ``(R, n, k)``."""
     student = _network(s, replicas, seed, device)
     x, y = data.train.x, data.train.y
     _fit(
         student,
         lambda m: distillation_loss(m(x), y, teacher_logits, s.temperature, s.alpha, check=False),
-        s.kd_steps,
+        steps,
         s.lr,
         desc,
     )
@@ -899,6 +983,7 @@ class DistillationResult:
         return float((self.student_accuracy.mean() - base) / (self.ensemble_accuracy - base))
 
 
+@_one_cpu_thread
 def run_distillation(config: RunConfig) -> DistillationResult:
     """Distil the ensemble (mean of the members' logits) into fresh students."""
     s = setting_for(config)
@@ -906,7 +991,14 @@ def run_distillation(config: RunConfig) -> DistillationResult:
     data, members = _data(key), _members(key)
     teacher = members.train_logits.mean(0)
     student = _distil(
-        s, data, teacher, s.students, config.seed + 2, data.train.x.device, "distilled students"
+        s,
+        data,
+        teacher,
+        s.students,
+        config.seed + 2,
+        data.train.x.device,
+        "distilled students",
+        s.kd_steps,
     )
     ensemble = _scores(members.test_logits.mean(0, keepdim=True), data.test)["accuracy"][0]
     member_learned = _learned_by_weights(members.network, data.features, s.data.patches_per_feature)
@@ -943,12 +1035,11 @@ def check_distillation(result: DistillationResult, claims: Claims) -> None:
         order=["hard labels", "distilled"],
         why="Theorem 3's mechanism: the ensemble's outputs reveal every view some member learned",
     )
-    claims.at_least(
-        "distillation recovers at least half of the ensemble's gain",
-        measured=result.gap_closed,
-        bound=0.5,
-        why="Theorem 3 predicts all of it (error <= 0.01 mu); at our step budget views that few "
-        "members learned transfer slowly, so we check half",
+    claims.at_most(
+        "distilled student: test error <= 0.01 mu (Theorem 3)",
+        measured=1 - student,
+        bound=theory.PAPER_ERROR_BOUNDS["distillation"][1] * result.mu + 3.0 / result.n_test,
+        why="Theorem 3 plus 3 test points of resolution (mean over the students)",
     )
 
 
@@ -963,7 +1054,21 @@ def plot_distillation(result: DistillationResult):
     for i, (vals, color) in enumerate(zip(values, colors, strict=True)):
         left.bar(i, vals.mean(), color=color, alpha=0.8)
         left.scatter(np.full(len(vals), i), vals, color="black", s=10, zorder=3)
-    left.axhline(1 - theory.single_model_error(result.mu), ls="--", lw=1, color="grey")
+    left.axhline(
+        1 - theory.single_model_error(result.mu),
+        ls="--",
+        lw=1,
+        color="grey",
+        label="$1 - \\mu/2$ (Theorem 1)",
+    )
+    left.axhline(
+        1 - theory.PAPER_ERROR_BOUNDS["distillation"][1] * result.mu,
+        ls=":",
+        lw=1.5,
+        color=ROLE_COLORS["kd"],
+        label="$1 - 0.01\\mu$ (Theorem 3)",
+    )
+    left.legend(fontsize=7, loc="lower right")
     left.set_xticks(range(3), names)
     left.set(
         ylabel="test accuracy",
@@ -1023,6 +1128,7 @@ class SelfDistillationResult:
         return self.own_winner & ~self.member_learned
 
 
+@_one_cpu_thread
 def run_self_distillation(config: RunConfig) -> SelfDistillationResult:
     """Distil each member into a fresh, independently initialised network of the same size."""
     s = setting_for(config)
@@ -1040,6 +1146,7 @@ def run_self_distillation(config: RunConfig) -> SelfDistillationResult:
         seed,
         data.train.x.device,
         "self-distilled students",
+        s.sd_steps,
     )
     patches = s.data.patches_per_feature
     return SelfDistillationResult(
@@ -1200,6 +1307,7 @@ def _disagreement(logits: torch.Tensor) -> float:
     return total / max(pairs, 1)
 
 
+@_one_cpu_thread
 def run_ntk(config: RunConfig) -> NTKResult:
     """Linearise every member at its initialisation and train the linear models on the same
     data (cross-entropy, full-batch GD with a step normalised by the features' size)."""
@@ -1319,6 +1427,7 @@ class MemorisationResult:
     test_error: np.ndarray
 
 
+@_one_cpu_thread
 def run_memorisation(config: RunConfig, mu_train=(0.0, 0.1, 0.2), seeds: int = 3):
     """Train ``len(mu_train) x seeds`` networks at once, each on its own training set."""
     s = setting_for(config)
@@ -1458,8 +1567,8 @@ def setting_table(config: RunConfig) -> str:
             f"{s.n_train} / {s.n_test}, {s.mu:g}, {s.mu_train:g}",
         ),
         (
-            "gradient descent: step, steps (members), steps (students)",
-            f"{s.lr:g}, {s.steps}, {s.kd_steps}",
+            "gradient descent: step, steps (members, distilled, self-distilled students)",
+            f"{s.lr:g}, {s.steps}, {s.kd_steps}, {s.sd_steps}",
         ),
         (
             "ensemble members $K$, distilled students, temperature $T$, $\\alpha$",
@@ -1467,6 +1576,61 @@ def setting_table(config: RunConfig) -> str:
         ),
     ]
     lines = ["| quantity | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
+    return "\n".join(lines)
+
+
+def summary_table(
+    single: SingleResult,
+    ensemble: EnsembleResult,
+    distillation: DistillationResult,
+    self_distillation: SelfDistillationResult,
+) -> str:
+    """Test errors of one model, the ensemble, the distilled and the self-distilled students next
+    to Theorems 1-4 and the lottery's finite-size prediction, as a Markdown table (errors also in
+    units of the single-view fraction ``mu``)."""
+    mu, k_members = single.mu, int(ensemble.sizes[-1])
+    bounds = theory.PAPER_ERROR_BOUNDS
+    rows = [
+        (
+            "one model, hard labels",
+            "Theorem 1",
+            bounds["single"],
+            theory.single_model_error(mu),
+            float(single.error.mean()),
+        ),
+        (
+            f"ensemble of {k_members}",
+            "Theorem 2",
+            bounds["ensemble"],
+            theory.ensemble_error(mu, k_members),
+            1 - float(np.nanmean(ensemble.accuracy[-1])),
+        ),
+        (
+            "distilled from the ensemble",
+            "Theorem 3",
+            bounds["distillation"],
+            theory.distillation_error(mu, k_members),
+            1 - float(distillation.student_accuracy.mean()),
+        ),
+        (
+            "self-distilled",
+            "Theorem 4",
+            bounds["self-distillation"],
+            theory.self_distillation_error(mu),
+            1 - float(self_distillation.student_accuracy.mean()),
+        ),
+    ]
+    lines = [
+        f"| model ($\\mu$ = {mu:g}) | paper | paper: test error | lottery prediction "
+        "| measured test error | measured / $\\mu$ |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, theorem, (low, high), predicted, measured in rows:
+        band = f"$[{low:g}\\mu, {high:g}\\mu]$" if low > 0 else f"$\\le {high:g}\\mu$"
+        lines.append(
+            f"| {name} | {theorem} | {band} | {predicted:.4f} | {measured:.4f} "
+            f"| {measured / mu:.3f} |"
+        )
     return "\n".join(lines)
 
 
