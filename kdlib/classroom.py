@@ -532,7 +532,10 @@ def make_student_edition(
             continue
         pages[str(rel)] = copy
         visible.append(seen)
-    # what a student sees anywhere in the edition is not a leak (shared imports, restated text)
+    # what a student sees anywhere in the edition is not a leak (shared imports, restated text,
+    # the signature of a function an assignment asks for)
+    if assignments:
+        visible += [assignment_student_text(p) for p in available_assignment_paths(root)]
     everything = "\n".join(visible)
     prints = {rel: fingerprints(copy, everything) for rel, copy in pages.items()}
     names: list[str] = []
@@ -627,6 +630,7 @@ def instructor_fingerprints(root: Path = ROOT) -> dict[str, Fingerprints]:
         else:
             continue
         copies[src.name] = copy
+    visible += [assignment_student_text(p) for p in available_assignment_paths(root)]
     everything = "\n".join(visible)
     prints = {name: fingerprints(copy, everything) for name, copy in copies.items()}
     for master in available_assignment_paths(root):
@@ -710,6 +714,27 @@ def assign(
             )
         made[master.stem] = Assigned(master.stem, dest / "student", dest / "autograder", zips[0])
     return made
+
+
+def assignment_student_text(master: Path) -> str:
+    """What a student sees of an Otter Assign master notebook: its markdown, its public tests and
+    the solution cells without the lines between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` (a
+    function's signature stays). Computed from the master, without running Otter Assign."""
+    nb = nbformat.read(master, as_version=4)
+    seen: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            seen.append(cell.source)
+        elif cell.cell_type == "code" and not re.search(r"^hidden:\s*true\s*$", cell.source, re.M):
+            inside = False
+            for line in cell.source.split("\n"):
+                if _BEGIN.match(line):
+                    inside = True
+                elif _END.match(line):
+                    inside = False
+                elif not inside and "# SOLUTION" not in line:
+                    seen.append(line)
+    return "\n".join(seen)
 
 
 def assignment_fingerprints(master: Path) -> Fingerprints:

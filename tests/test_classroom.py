@@ -318,3 +318,11 @@ def test_student_sees_pass_fail_and_hint_not_answer(otter_assigned, tmp_path):
         ROOT / "classroom" / "assignments" / "02_soft_labels.ipynb"
     )
     assert not prints.found_in("\n".join(checks))
+
+
+def test_assignment_student_text_keeps_signatures_not_solutions():
+    master = ROOT / "classroom" / "assignments" / "04_soft_vs_hard_neurons.ipynb"
+    seen = classroom.assignment_student_text(master)
+    prints = classroom.assignment_fingerprints(master)
+    assert "def relu_ntk_gram(x):" in seen  # the signature is the student's to see
+    assert prints.code and not prints.found_in(seen)  # no solution line or hidden test
