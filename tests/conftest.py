@@ -30,8 +30,8 @@ def _build_book(out):
     from pathlib import Path
 
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    env = dict(os.environ, KDLIB_SCALE="quick")
-    env.pop("KDLIB_LEDGER", None)  # the build writes the book's own ledger
+    # a fresh ledger for this build: the appendix lists exactly the claims this build checked
+    env = dict(os.environ, KDLIB_SCALE="quick", KDLIB_LEDGER=str(out / "claims.json"))
     proc = subprocess.run(
         [
             str(jupyter_book),

@@ -6,8 +6,8 @@ Needs Debian's ``chromium`` (``apt-get install -y chromium``; the Makefile's set
 Without it the browser tests are skipped with a reason, except under CI (``CI`` set), where a
 missing browser fails them. Screenshots of a few pages go to ``_build/screenshots/``.
 
-The book is built once for this module (all chapters execute at quick scale); set
-``KDLIB_BOOK_HTML`` to an existing ``_build/html`` to check that build instead.
+The book is built once per test session, shared with tests/test_book.py (all chapters execute at
+quick scale); set ``KDLIB_BOOK_HTML`` to an existing ``_build/html`` to check that build instead.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import html.parser
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -113,31 +112,14 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """The built book's HTML folder (built here once, unless ``KDLIB_BOOK_HTML`` names one)."""
+def site(built_book) -> Path:
+    """The built book's HTML folder: the test session's one strict build (``conftest.py``),
+    unless ``KDLIB_BOOK_HTML`` names an existing one."""
     if os.environ.get("KDLIB_BOOK_HTML"):
         return Path(os.environ["KDLIB_BOOK_HTML"]).resolve()
-    out = tmp_path_factory.mktemp("browser-book")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    env = dict(os.environ, KDLIB_SCALE="quick", KDLIB_LEDGER=str(out / "claims.json"))
-    proc = subprocess.run(
-        [
-            str(jupyter_book),
-            "build",
-            str(ROOT),
-            "--path-output",
-            str(out),
-            "-W",
-            "-n",
-            "--keep-going",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
-    return out / "_build" / "html"
+    html, returncode, log = built_book
+    assert returncode == 0, log
+    return html
 
 
 def _pages(site: Path) -> list[str]:

@@ -57,3 +57,13 @@ def test_seed_gives_identical_numbers():
     b = torch.randn(5, generator=config.seed_everything(7))
     assert torch.equal(a, b)
     assert not torch.equal(a, torch.randn(5, generator=config.make_generator(8)))
+
+
+def test_single_cpu_thread_restores_the_thread_count():
+    from kdlib.config import resolve, single_cpu_thread
+
+    seen = []
+    run = single_cpu_thread(lambda config: seen.append(torch.get_num_threads()) or "done")
+    before = torch.get_num_threads()
+    assert run(resolve("quick", "cpu")) == "done"
+    assert seen == [1] and torch.get_num_threads() == before

@@ -129,7 +129,7 @@ def test_claims_hold_at_quick_scale(results, name):
 
 
 def test_theorem_4_bound_is_recorded_as_an_observation(results):
-    """Theorem 4's bound is not met at this scale: it is recorded (agrees/disagrees), not skipped."""
+    """Theorem 4's bound (not met at this scale) is recorded as agrees/disagrees, not skipped."""
     config, runs = results
     claims = Claims(mv.CHAPTER, config, ledger=False)
     mv.check_self_distillation(runs["self_distillation"], claims)

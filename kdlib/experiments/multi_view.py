@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..claims import Claims
-from ..config import RunConfig, make_generator
+from ..config import RunConfig, make_generator, single_cpu_thread
 from ..data.multi_view import MultiViewData, MultiViewParams, make_features, sample_multi_view
 from ..losses import cross_entropy, distillation_loss
 from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
@@ -438,29 +438,6 @@ class _Members:
     test_logits: torch.Tensor  # (K, n_test, k)
 
 
-def _one_cpu_thread(run):
-    """Run an experiment with one intra-op thread on the CPU (restored afterwards).
-
-    The chapter's tensors are small (each step is a few small matrix products per replica), so a
-    second thread buys little on an idle machine and, on a shared or loaded one, OpenMP's
-    synchronisation made the quick scale about five times slower in our measurements. One thread
-    also makes the notebook compute exactly what the tests compute. On a GPU nothing changes.
-    """
-
-    @functools.wraps(run)
-    def wrapper(config: RunConfig, *args, **kwargs):
-        if config.device.type != "cpu":
-            return run(config, *args, **kwargs)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return run(config, *args, **kwargs)
-        finally:
-            torch.set_num_threads(threads)
-
-    return wrapper
-
-
 def _key(config: RunConfig) -> tuple:
     """Cache key of the data and the members: the scale's :class:`Setting` (hashable) with the
     students' fields normalised away (changing the temperature does not retrain the members),
@@ -638,7 +615,7 @@ class SingleResult:
         return float(np.mean(1 - self.class_accuracy[one])) if one.any() else float("nan")
 
 
-@_one_cpu_thread
+@single_cpu_thread
 def run_single(config: RunConfig) -> SingleResult:
     """Train the ensemble's members (independently seeded replicas, full-batch GD on the
     cross-entropy) and measure, per member, its accuracies and which views it learned."""
@@ -828,7 +805,7 @@ def _subsets(n_members: int, size: int, count: int, seed: int) -> list[np.ndarra
     return [np.sort(rng.choice(n_members, size, replace=False)) for _ in range(count)]
 
 
-@_one_cpu_thread
+@single_cpu_thread
 def run_ensemble(config: RunConfig, subsets_per_size: int = 20) -> EnsembleResult:
     """Average the members' logits over random subsets of every size ``K = 1..members``."""
     s = setting_for(config)
@@ -983,7 +960,7 @@ class DistillationResult:
         return float((self.student_accuracy.mean() - base) / (self.ensemble_accuracy - base))
 
 
-@_one_cpu_thread
+@single_cpu_thread
 def run_distillation(config: RunConfig) -> DistillationResult:
     """Distil the ensemble (mean of the members' logits) into fresh students."""
     s = setting_for(config)
@@ -1128,7 +1105,7 @@ class SelfDistillationResult:
         return self.own_winner & ~self.member_learned
 
 
-@_one_cpu_thread
+@single_cpu_thread
 def run_self_distillation(config: RunConfig) -> SelfDistillationResult:
     """Distil each member into a fresh, independently initialised network of the same size."""
     s = setting_for(config)
@@ -1317,7 +1294,7 @@ def _disagreement(logits: torch.Tensor) -> float:
     return total / max(pairs, 1)
 
 
-@_one_cpu_thread
+@single_cpu_thread
 def run_ntk(config: RunConfig) -> NTKResult:
     """Linearise every member at its initialisation and train the linear models on the same
     data (cross-entropy, full-batch GD with a step normalised by the features' size)."""
@@ -1437,7 +1414,7 @@ class MemorisationResult:
     test_error: np.ndarray
 
 
-@_one_cpu_thread
+@single_cpu_thread
 def run_memorisation(config: RunConfig, mu_train=(0.0, 0.1, 0.2), seeds: int = 3):
     """Train ``len(mu_train) x seeds`` networks at once, each on its own training set."""
     s = setting_for(config)

@@ -28,7 +28,6 @@ Experiments
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -37,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..claims import Claims
-from ..config import RunConfig, make_generator
+from ..config import RunConfig, make_generator, single_cpu_thread
 from ..data import load_digits_split
 from ..data.phuong_lampert import (
     AngularDistribution,
@@ -60,28 +59,6 @@ DTYPE = torch.float64  # the convergence checks go down to round-off
 
 
 # -- shared helpers --------------------------------------------------------------------------
-
-
-def _single_threaded_on_cpu(run):
-    """Run an experiment with one CPU thread (restored afterwards).
-
-    The batched programs here are many small tensor operations; on a CPU, extra intra-op threads
-    only add synchronisation, and on a shared machine their spin-waiting multiplied the run time
-    of this chapter by ten. No effect on CUDA.
-    """
-
-    @functools.wraps(run)
-    def wrapper(config: RunConfig, *args, **kwargs):
-        if config.device.type != "cpu":
-            return run(config, *args, **kwargs)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return run(config, *args, **kwargs)
-        finally:
-            torch.set_num_threads(previous)
-
-    return wrapper
 
 
 def fit_distilled_linear(
@@ -251,7 +228,7 @@ class OptimizationBiasResult:
     rate_window: tuple[float, float] = (1e-12, 1e-6)
 
 
-@_single_threaded_on_cpu
+@single_cpu_thread
 def run_optimization_bias(config: RunConfig) -> OptimizationBiasResult:
     """Train linear students with :func:`kdlib.train.train` (float64, step ``1/L``) from zero and
     from a random start on soft labels, and from zero on hard labels; record the distance to the
@@ -507,7 +484,7 @@ class DeepLinearResult:
     initial_imbalance: float  # max_j |W_j^T W_j - W_{j+1} W_{j+1}^T| / |W_j|^2 at t = 0
 
 
-@_single_threaded_on_cpu
+@single_cpu_thread
 def run_deep_linear(config: RunConfig) -> DeepLinearResult:
     """Deep linear students (rank-one balanced initialisation, sign chosen so that the loss at
     initialisation is below the loss at zero) trained by gradient descent on soft labels."""
@@ -719,7 +696,7 @@ class MinimisersResult:
     projection_error: float  # relative difference between the two projection routes
 
 
-@_single_threaded_on_cpu
+@single_cpu_thread
 def run_minimisers(config: RunConfig) -> MinimisersResult:
     """All minimisers interpolate the teacher's logits; compare their exact transfer risks."""
     d = config.pick(100, 1000)
@@ -847,7 +824,7 @@ def geometry_distributions() -> list[AngularDistribution]:
     ]
 
 
-@_single_threaded_on_cpu
+@single_cpu_thread
 def run_data_geometry(
     config: RunConfig, distributions: list[AngularDistribution] | None = None
 ) -> DataGeometryResult:
@@ -1041,7 +1018,7 @@ class MonotonicityResult:
     confidence: float = 0.99
 
 
-@_single_threaded_on_cpu
+@single_cpu_thread
 def run_monotonicity(config: RunConfig, hard_steps: int | None = None) -> MonotonicityResult:
     """Grow each training set one block at a time; distil (soft) or train by gradient descent
     on the teacher's hard labels for ``hard_steps`` steps (hard; default 600 quick, 5000 full)."""
@@ -1166,7 +1143,7 @@ class DigitsResult:
     confidence: float = 0.99
 
 
-@_single_threaded_on_cpu
+@single_cpu_thread
 def run_digits(config: RunConfig) -> DigitsResult:
     """A linear teacher (logistic regression on digits 0-4 vs 5-9, non-constant pixels plus a
     bias feature) and linear students on nested random subsets of the training split."""
