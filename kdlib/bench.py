@@ -14,6 +14,9 @@ cross-entropy on soft targets, full-batch gradient descent, 100 steps. Sizes:
 * large: n=1024, d=32, width 128, R=1024 (the loop is timed on a subset of replicas and
   extrapolated linearly, since its cost is linear in R).
 
+Each method is timed after a warm-up; at the small size each reports the best of three runs (on a
+shared machine, timer noise only ever adds time), at the large size a single run.
+
 Run with ``python -m kdlib bench``. The last line is ``speedup_vs_loop: <ratio>`` (kdlib vs the loop
 at the small size). The FP32 FLOP rate of kdlib at the large size is reported from the matmul FLOPs
 (TF32 disabled on CUDA).
@@ -34,8 +37,8 @@ from .models import TwoLayerReLU
 from .train import train
 
 SIZES = {
-    "small": {"n": 64, "d": 16, "width": 32, "replicas": 128, "loop_subset": 128},
-    "large": {"n": 1024, "d": 32, "width": 128, "replicas": 1024, "loop_subset": 32},
+    "small": {"n": 64, "d": 16, "width": 32, "replicas": 128, "loop_subset": 128, "repeats": 3},
+    "large": {"n": 1024, "d": 32, "width": 128, "replicas": 1024, "loop_subset": 32, "repeats": 1},
 }
 STEPS = 100
 LR = 0.5
@@ -148,10 +151,12 @@ def run_size(name: str, device: torch.device) -> Timing:
         return TwoLayerReLU(spec["replicas"], spec["d"], spec["width"], seed=1, device=device)
 
     time_kdlib(fresh(), x, targets)  # warm-up (allocator, kernels)
-    kd = time_kdlib(fresh(), x, targets)
-    vm = time_vmap(fresh(), x, targets)
+    repeats = spec["repeats"]  # each method: the best of `repeats` runs (timer noise is one-sided)
+    kd = min(time_kdlib(fresh(), x, targets) for _ in range(repeats))
+    vm = min(time_vmap(fresh(), x, targets) for _ in range(repeats))
     subset = spec["loop_subset"]
-    loop = time_loop(fresh(), x, targets, subset) * spec["replicas"] / subset
+    loop = min(time_loop(fresh(), x, targets, subset) for _ in range(repeats))
+    loop *= spec["replicas"] / subset
     n, d, m, r = spec["n"], spec["d"], spec["width"], spec["replicas"]
     # forward x V^T (2 n d m) and h a (2 n m); backward dV = g^T x (2 n m d) and dh = g a^T (2 n m)
     flops = STEPS * r * (4 * n * d * m + 4 * n * m)
