@@ -5,6 +5,7 @@ Used at quick scale because it needs no download: the book builds and its tests 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,11 +70,32 @@ def load_digits_split(
         Digits to keep, relabelled ``0..k-1`` in the given order; at least two distinct digits.
     seed : int
         Seed of the stratified shuffle.
+    dtype : torch.dtype
+        Floating-point dtype of the features.
+
+    Raises
+    ------
+    ValueError
+        If ``test_fraction`` leaves a class with no training or no test image (each class has
+        about 180 images, so roughly ``test_fraction`` in ``[0.003, 0.997]`` is needed).
     """
     from sklearn.datasets import load_digits
 
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real):
+        raise TypeError(f"test_fraction must be a real number; got {type(test_fraction).__name__}")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")
+    if classes is not None:
+        try:
+            classes = tuple(classes)
+        except TypeError:
+            raise TypeError(
+                f"classes must be a tuple of ints; got {type(classes).__name__}"
+            ) from None
+        if any(isinstance(c, bool) or not isinstance(c, numbers.Integral) for c in classes):
+            raise TypeError(f"classes must be a tuple of ints; got {classes!r}")
     classes = tuple(range(10)) if classes is None else tuple(int(c) for c in classes)
     if len(set(classes)) != len(classes) or len(classes) < 2:
         raise ValueError(f"classes must be at least two distinct digits; got {classes}")
@@ -88,7 +110,13 @@ def load_digits_split(
     test_mask = np.zeros(len(y), dtype=bool)
     for label in range(len(classes)):  # stratified
         idx = rng.permutation(np.flatnonzero(y == label))
-        test_mask[idx[: int(round(test_fraction * len(idx)))]] = True
+        n_test = int(round(test_fraction * len(idx)))
+        if not 0 < n_test < len(idx):
+            raise ValueError(
+                f"test_fraction={test_fraction} leaves digit {classes[label]} with "
+                f"{len(idx) - n_test} training and {n_test} test images; both must be >= 1"
+            )
+        test_mask[idx[:n_test]] = True
     x_train, x_test = x[~test_mask], x[test_mask]
     if standardize:
         mean, std = x_train.mean(0), x_train.std(0)

@@ -39,6 +39,7 @@ official code) or with exact fractions (:func:`corrupt_labels_exact`: in every c
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -61,7 +62,18 @@ __all__ = [
 
 
 def _check_sizes(class_sizes) -> list[int]:
-    sizes = [int(s) for s in class_sizes]
+    try:
+        values = list(class_sizes)
+    except TypeError:
+        raise TypeError(
+            f"class_sizes must be a sequence of ints; got {type(class_sizes).__name__}"
+        ) from None
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"class_sizes must be a sequence of ints; got {class_sizes!r}")
+    sizes = [int(s) for s in values]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"class_sizes must list at least two positive sizes; got {class_sizes}")
     return sizes
@@ -73,6 +85,8 @@ def _check_kappa(kappa, n_classes: int) -> torch.Tensor:
         raise ValueError(
             f"kappa must have shape ({n_classes}, {n_classes}); got {tuple(kap.shape)}"
         )
+    if not torch.isfinite(kap).all():
+        raise ValueError("kappa contains NaN or infinite values")
     if not torch.allclose(kap, kap.T):
         raise ValueError("kappa must be symmetric")
     if (kap.diagonal() >= 1).any() or (kap.diagonal() < 0).any():
@@ -87,6 +101,8 @@ def block_kappa(n_classes: int, c: float, d: float) -> torch.Tensor:
     intra-class correlation ``c``, inter-class correlation ``d``; needs ``0 <= d <= c < 1``)."""
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
         raise ValueError(f"n_classes must be an int >= 2; got {n_classes!r}")
+    _check_real(c, "c")
+    _check_real(d, "d")
     if not 0 <= d <= c < 1:
         raise ValueError(f"need 0 <= d <= c < 1; got c={c}, d={d}")
     kap = torch.full((n_classes, n_classes), float(d), dtype=torch.float64)
@@ -103,9 +119,14 @@ def hierarchical_kappa(superclass_of_class, c: float, b: float, d: float) -> tor
     superclass_of_class : sequence of int
         The superclass of each class, e.g. ``[0, 0, 1, 1]``.
     """
-    sup = [int(s) for s in superclass_of_class]
+    sup = list(superclass_of_class)
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in sup):
+        raise TypeError(f"superclass_of_class must be a sequence of ints; got {sup!r}")
+    sup = [int(s) for s in sup]
     if len(sup) < 2:
         raise ValueError("superclass_of_class must list at least two classes")
+    for value, name in ((c, "c"), (b, "b"), (d, "d")):
+        _check_real(value, name)
     if not 0 <= d <= b <= c < 1:
         raise ValueError(f"need 0 <= d <= b <= c < 1; got c={c}, b={b}, d={d}")
     k = len(sup)
@@ -157,6 +178,8 @@ def class_structured_features(
         ``eps / sqrt(perturbation_dim)``. (The official solver adds i.i.d. uniform noise to ``G``
         itself, which need not stay symmetric or PSD; this keeps a real feature map.) Needs
         ``eps <= 1 - max(diag kappa)``.
+    perturbation_dim : int
+        Dimension of the random unit vectors, ``>= 1``.
     generator : torch.Generator, optional
         Source of the perturbation (required when ``perturbation > 0``).
 
@@ -166,7 +189,14 @@ def class_structured_features(
     """
     sizes = _check_sizes(class_sizes)
     kap = _check_kappa(kappa, len(sizes))
-    if perturbation < 0 or perturbation > 1 - float(kap.diagonal().max()):
+    _check_real(perturbation, "perturbation")
+    if (
+        isinstance(perturbation_dim, bool)
+        or not isinstance(perturbation_dim, numbers.Integral)
+        or perturbation_dim < 1
+    ):
+        raise ValueError(f"perturbation_dim must be a positive int; got {perturbation_dim!r}")
+    if not perturbation >= 0 or perturbation > 1 - float(kap.diagonal().max()):
         raise ValueError(
             f"perturbation must be in [0, 1 - max(diag kappa)] = "
             f"[0, {1 - float(kap.diagonal().max()):.3g}]; got {perturbation}"
@@ -180,6 +210,7 @@ def class_structured_features(
     if perturbation > 0:
         if generator is None:
             raise ValueError("a generator is required when perturbation > 0")
+        _check_generator(generator)
         u = torch.randn(n, perturbation_dim, generator=generator, dtype=torch.float64)
         parts.append(math.sqrt(perturbation) * u / u.norm(dim=1, keepdim=True))
     return torch.cat(parts, dim=1)
@@ -235,6 +266,16 @@ def class_confusable_transition(features, labels, eta: float, n_classes: int | N
     ``1 - correlation`` cut at 0.8 of the largest merge distance; within a cluster of ``m >= 2``
     classes, ``eta / (m - 1)`` to each other member. Singleton clusters keep their labels.
 
+    Parameters
+    ----------
+    features : array or Tensor, shape ``(N, p)``
+        Finite features of the ``N`` points.
+    labels : integer array or Tensor, shape ``(N,)``
+        Classes in ``0..K-1``; every class must have at least one point.
+    eta : float in ``[0, 1]``
+    n_classes : int, optional
+        ``K``; default ``max(labels) + 1``.
+
     Returns
     -------
     (Tensor ``(K, K)``, ndarray of cluster ids ``(K,)``)
@@ -243,8 +284,25 @@ def class_confusable_transition(features, labels, eta: float, n_classes: int | N
 
     _check_eta(eta)
     x = torch.as_tensor(np.asarray(features), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"features must have shape (N, p) with N >= 1; got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("features contains NaN or infinite values")
+    y = _as_labels(labels, "labels")
+    if y.shape != (x.shape[0],):
+        raise ValueError(
+            f"labels must have shape ({x.shape[0]},) to match features; got {tuple(y.shape)}"
+        )
+    if n_classes is None:
+        if int(y.max()) < 1:
+            raise ValueError("labels must contain at least two classes (or pass n_classes)")
+        if int(y.min()) < 0:
+            raise ValueError(f"labels must lie in 0..K-1; got min {int(y.min())}")
     k = int(y.max()) + 1 if n_classes is None else _check_k(n_classes)
+    _check_label_range(y, k, "labels")
+    missing = sorted(set(range(k)) - set(y.unique().tolist()))
+    if missing:
+        raise ValueError(f"labels must contain every class 0..{k - 1}; missing {missing}")
     z = x - x.mean(0)
     z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
     corr = z @ z.T
@@ -274,8 +332,12 @@ def corrupt_labels(labels, transition, generator: torch.Generator) -> torch.Tens
     transition : ``(K, K)`` row-stochastic
     generator : torch.Generator (CPU)
     """
-    y = torch.as_tensor(labels, dtype=torch.long)
+    y = _as_labels(labels, "labels")
     trans = _check_transition(transition)
+    if y.dim() not in (1, 2) or y.numel() == 0:
+        raise ValueError(f"labels must have shape (N,) or (R, N), N >= 1; got {tuple(y.shape)}")
+    _check_label_range(y, trans.shape[0], "labels")
+    _check_generator(generator)
     rows = trans[y.reshape(-1)]
     draws = torch.multinomial(rows, 1, generator=generator).reshape(y.shape)
     return draws
@@ -287,10 +349,11 @@ def corrupt_labels_exact(labels, transition) -> torch.Tensor:
     sums to ``n_j``). Deterministic: within a class, the first points keep their label, then come
     the flipped ones in increasing order of ``k``.
     """
-    y = torch.as_tensor(labels, dtype=torch.long)
+    y = _as_labels(labels, "labels")
     if y.dim() != 1:
         raise ValueError(f"labels must have shape (N,); got {tuple(y.shape)}")
     trans = _check_transition(transition)
+    _check_label_range(y, trans.shape[0], "labels")
     out = y.clone()
     for j in range(trans.shape[0]):
         idx = torch.nonzero(y == j).flatten()
@@ -311,10 +374,21 @@ def label_fractions(true_labels, given_labels, n_classes: int) -> torch.Tensor:
 
 
 def type_counts(true_labels, given_labels, n_classes: int) -> torch.Tensor:
-    """``n[j, k]``: number of points of true class ``j`` with given label ``k`` (float64)."""
+    """``n[j, k]``: number of points of true class ``j`` with given label ``k`` (float64).
+
+    ``true_labels`` ``(N,)`` or ``(R, N)``, ``given_labels`` of the same shape or ``(R, N)``
+    (integers in ``0..n_classes-1``); leading replica axes give ``(R, K, K)``.
+    """
     k = _check_k(n_classes)
-    t = torch.as_tensor(true_labels, dtype=torch.long)
-    g = torch.as_tensor(given_labels, dtype=torch.long)
+    t = _as_labels(true_labels, "true_labels")
+    g = _as_labels(given_labels, "given_labels")
+    if t.dim() < 1 or g.dim() < 1 or t.shape[-1] != g.shape[-1] or t.dim() > g.dim():
+        raise ValueError(
+            "true_labels and given_labels must have shapes (..., N) with the same N (given_labels "
+            f"may add replica axes); got {tuple(t.shape)} and {tuple(g.shape)}"
+        )
+    _check_label_range(t, k, "true_labels")
+    _check_label_range(g, k, "given_labels")
     t = t.expand_as(g) if t.dim() < g.dim() else t
     flat = (t * k + g).reshape(-1, t.shape[-1])
     counts = torch.zeros(flat.shape[0], k * k, dtype=torch.float64)
@@ -323,6 +397,35 @@ def type_counts(true_labels, given_labels, n_classes: int) -> torch.Tensor:
 
 
 # -- private helpers ----------------------------------------------------------------------------
+
+
+def _check_real(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+
+
+def _check_generator(generator) -> None:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a CPU torch.Generator; got {type(generator).__name__}")
+
+
+def _as_labels(labels, name: str) -> torch.Tensor:
+    """Integer labels as a LongTensor (floats are refused rather than truncated)."""
+    y = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    if y.numel() == 0:
+        return y.long()
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices; got dtype {y.dtype}")
+    return y.long()
+
+
+def _check_label_range(y: torch.Tensor, n_classes: int, name: str) -> None:
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(
+            f"{name} must lie in 0..{n_classes - 1}; got values in {int(y.min())}..{int(y.max())}"
+        )
 
 
 def _check_eta(eta) -> None:

@@ -21,6 +21,7 @@ expected.
 from __future__ import annotations
 
 import gzip
+import numbers
 import os
 from pathlib import Path
 
@@ -204,6 +205,17 @@ def load_mnist_pairs(
     path, n_train, n_test, seed, dtype :
         As in :func:`load_mnist_pair` (one random stream, drawn pair after pair).
     """
+    try:
+        pairs = [tuple(classes) for classes in pairs]
+    except TypeError:
+        raise TypeError(
+            f"pairs must be a sequence of (int, int) digit pairs; got {pairs!r}"
+        ) from None
+    if not pairs:
+        raise ValueError("pairs must hold at least one pair of digits")
+    for classes in pairs:
+        if any(isinstance(c, bool) or not isinstance(c, numbers.Integral) for c in classes):
+            raise TypeError(f"classes must be two ints; got {classes!r}")
     pairs = [tuple(int(c) for c in classes) for classes in pairs]
     for classes in pairs:
         if (
@@ -212,6 +224,8 @@ def load_mnist_pairs(
             or any(c not in range(10) for c in classes)
         ):
             raise ValueError(f"classes must be two distinct digits in 0..9; got {classes}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 2

@@ -42,6 +42,7 @@ weights in their ranges, exact counts) are what the tests check on samples.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -114,10 +115,23 @@ class MultiViewParams:
                 f"n_patches must be >= 2 n_classes patches_per_feature = {need} so every "
                 f"feature fits in its own patches; got {self.n_patches}"
             )
+        for name in (
+            "sparsity",
+            "main_high",
+            "off_target_low",
+            "off_target_high",
+            "weak_view",
+            "single_off_target",
+            "feature_noise",
+            "noise_std",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
         if not 0 <= self.sparsity <= self.n_classes:
             raise ValueError(f"sparsity must be in [0, n_classes]; got {self.sparsity}")
-        if not self.main_high >= 1:
-            raise ValueError(f"main_high must be >= 1; got {self.main_high}")
+        if not (self.main_high >= 1 and math.isfinite(self.main_high)):
+            raise ValueError(f"main_high must be finite and >= 1; got {self.main_high}")
         if not 0 <= self.off_target_low <= self.off_target_high < 1:
             raise ValueError(
                 "need 0 <= off_target_low <= off_target_high < 1; got "
@@ -194,7 +208,23 @@ def make_features(
     """``2k`` random orthonormal views ``v_{j,l}``, shape ``(k, 2, d)`` (drawn on the CPU).
 
     Orthonormality is the paper's simplifying assumption on the feature dictionary.
+
+    Parameters
+    ----------
+    n_classes : int
+        ``k >= 1``.
+    dim : int
+        ``d >= 2k``.
+    generator : torch.Generator, optional
+        CPU generator to draw from; else one seeded with ``seed`` (default 0).
     """
+    for name, value in (("n_classes", n_classes), ("dim", dim)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")
     if dim < 2 * n_classes:
         raise ValueError(f"dim must be >= 2 n_classes = {2 * n_classes}; got {dim}")
     gen = generator if generator is not None else make_generator(0 if seed is None else seed)
@@ -231,6 +261,19 @@ def sample_multi_view(
     MultiViewData
         On the CPU, ``x`` in ``dtype``.
     """
+    if not isinstance(params, MultiViewParams):
+        raise TypeError(f"params must be a MultiViewParams; got {type(params).__name__}")
+    if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+        raise TypeError("features must be a floating-point torch.Tensor (from make_features)")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a CPU torch.Generator; got {type(generator).__name__}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")
+    if isinstance(single_view_fraction, bool) or not isinstance(single_view_fraction, numbers.Real):
+        raise TypeError(
+            "single_view_fraction must be a real number in [0, 1]; "
+            f"got {type(single_view_fraction).__name__}"
+        )
     k, d, n_patches, c_p = (
         params.n_classes,
         params.dim,
@@ -239,6 +282,8 @@ def sample_multi_view(
     )
     if tuple(features.shape) != (k, 2, d):
         raise ValueError(f"features must have shape {(k, 2, d)}; got {tuple(features.shape)}")
+    if not torch.isfinite(features).all():
+        raise ValueError("features contains NaN or infinite values")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int; got {n!r}")
     if not 0.0 <= single_view_fraction <= 1.0:

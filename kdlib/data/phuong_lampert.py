@@ -58,8 +58,10 @@ class AngularDistribution:
     def __post_init__(self):
         if self.kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}; got {self.kind!r}")
-        if isinstance(self.kappa, bool) or not isinstance(self.kappa, int | float):
-            raise TypeError(f"kappa must be a real number; got {type(self.kappa).__name__}")
+        for name in ("kappa", "margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+                raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
         if not (self.kappa > 0 and math.isfinite(self.kappa)):
             raise ValueError(f"kappa must be finite and > 0; got {self.kappa}")
         if not 0 <= self.margin < math.pi / 2:
@@ -83,14 +85,27 @@ class AngularDistribution:
         Returns
         -------
         ndarray, same shape as ``angle``
+
+        Raises
+        ------
+        ValueError
+            If ``angle`` contains NaN (infinite angles are clipped like any other).
         """
-        t = np.clip(np.asarray(angle, dtype=float), 0.0, math.pi / 2)
+        t = np.asarray(angle, dtype=float)
+        if np.isnan(t).any():
+            raise ValueError("angle must not contain NaN")
+        t = np.clip(t, 0.0, math.pi / 2)
         if self.kind == "polynomial":
             return (2.0 * t / math.pi) ** self.kappa
         return np.clip((t - self.margin) / (math.pi / 2 - self.margin), 0.0, 1.0)
 
     def sample_boundary_angles(self, shape, generator: torch.Generator) -> torch.Tensor:
-        """Draw ``phi`` by inverting :meth:`boundary_cdf`; float64 tensor of ``shape`` (CPU)."""
+        """Draw ``phi`` by inverting :meth:`boundary_cdf`; float64 tensor of ``shape`` (CPU).
+
+        ``generator`` must be a CPU ``torch.Generator`` (never the global random state, so that a
+        seed gives the same numbers everywhere).
+        """
+        _check_generator(generator)
         uniform = torch.rand(shape, generator=generator, dtype=torch.float64)
         if self.kind == "polynomial":
             return (math.pi / 2) * uniform ** (1.0 / self.kappa)
@@ -138,6 +153,8 @@ def sample_angular(
         raise ValueError(f"d must be >= 3 (the boundary needs a sphere to sample from); got {d}")
     if not isinstance(distribution, AngularDistribution):
         raise TypeError("distribution must be an AngularDistribution")
+    _check_generator(generator)
+    _check_dtype(dtype)
     phi = distribution.sample_boundary_angles((replicas, n), generator)
     sign = torch.randint(0, 2, (replicas, n), generator=generator, dtype=torch.float64) * 2 - 1
     u = torch.randn(replicas, n, d - 1, generator=generator, dtype=torch.float64)
@@ -158,5 +175,22 @@ def sample_gaussian(
     for name, value in (("replicas", replicas), ("n", n), ("d", d)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
+    _check_generator(generator)
+    _check_dtype(dtype)
     x = torch.randn(replicas, n, d, generator=generator, dtype=torch.float64)
     return x.to(device=device, dtype=dtype)
+
+
+def _check_generator(generator) -> None:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a CPU torch.Generator (e.g. kdlib.config.make_generator(seed)); "
+            f"got {type(generator).__name__}"
+        )
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator; got one on {generator.device}")
+
+
+def _check_dtype(dtype) -> None:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")

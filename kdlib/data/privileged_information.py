@@ -19,6 +19,7 @@ All randomness is drawn from seeded CPU generators.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -55,8 +56,13 @@ class TeacherStudentData:
 
 def sphere(n: int, dim: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` points uniform on the unit sphere of ``R^dim``, shape ``(n, dim)``, float64."""
+    for name, value in (("n", n), ("dim", dim)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int; got {type(value).__name__}")
     if n < 1 or dim < 1:
         raise ValueError(f"n and dim must be >= 1; got n={n}, dim={dim}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a CPU torch.Generator; got {type(generator).__name__}")
     points = torch.randn(n, dim, generator=generator, dtype=torch.float64)
     return points / points.norm(dim=1, keepdim=True)
 
@@ -89,8 +95,12 @@ def make_teacher_student_data(
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     if isinstance(teacher_width, bool) or not isinstance(teacher_width, int) or teacher_width < 1:
         raise ValueError(f"teacher_width must be a positive int; got {teacher_width!r}")
+    if isinstance(label_noise, bool) or not isinstance(label_noise, numbers.Real):
+        raise TypeError(f"label_noise must be a real number; got {type(label_noise).__name__}")
     if not 0 <= label_noise < 0.5:
         raise ValueError(f"label_noise must be in [0, 0.5); got {label_noise}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int; got {type(seed).__name__}")
     gen = make_generator(seed)
     hidden = torch.randn(teacher_width, dim, generator=gen, dtype=torch.float64)
     signs = torch.randint(0, 2, (teacher_width,), generator=gen).double() * 2 - 1
@@ -123,15 +133,19 @@ def student_view(x: torch.Tensor, visible: int) -> torch.Tensor:
 
     Parameters
     ----------
-    x : Tensor, shape ``(n, d)``
+    x : Tensor, shape ``(n, d)``, floating point, finite, ``n >= 1``
     visible : int in ``1..d``
 
     Returns
     -------
     Tensor, shape ``(n, d)``
     """
-    if x.dim() != 2:
-        raise ValueError("x must have shape (n, d)")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError("x must be a floating-point torch.Tensor")
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (n, d) with n >= 1; got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
     d = x.shape[1]
     if isinstance(visible, bool) or not isinstance(visible, int) or not 1 <= visible <= d:
         raise ValueError(f"visible must be an int in 1..{d}; got {visible!r}")

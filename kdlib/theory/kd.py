@@ -34,8 +34,22 @@ def _check(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatu
     for name, value in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point torch.Tensor")
+        if value.dim() < 1 or value.shape[-1] < 1:
+            raise ValueError(
+                f"{name} must have a class axis of size K >= 1 (shape (..., K)); "
+                f"got {tuple(value.shape)}"
+            )
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
     if student_logits.shape[-1] != teacher_logits.shape[-1]:
         raise ValueError("student_logits and teacher_logits must have the same number of classes")
+    try:
+        torch.broadcast_shapes(student_logits.shape, teacher_logits.shape)
+    except RuntimeError:
+        raise ValueError(
+            "student_logits and teacher_logits must broadcast together; got shapes "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        ) from None
     if isinstance(temperature, bool) or not isinstance(temperature, int | float):
         raise TypeError("temperature must be a real number")
     if not (temperature > 0 and math.isfinite(temperature)):
@@ -52,8 +66,19 @@ def kd_gradient(
 
     ``(softmax(z_s/T) - softmax(z_t/T)) / T``, times ``T^2`` if ``t_squared`` (Hinton et al.,
     2015, eq. 2). Shapes broadcast; the last axis is the class axis.
+
+    Raises
+    ------
+    TypeError
+        If the logits are not floating-point tensors, ``temperature`` is not a real number or
+        ``t_squared`` is not a bool.
+    ValueError
+        If the logits have no class axis, contain NaN/inf, or do not broadcast, or if
+        ``temperature`` is not finite and positive.
     """
     _check(student_logits, teacher_logits, temperature)
+    if not isinstance(t_squared, bool):
+        raise TypeError(f"t_squared must be a bool; got {type(t_squared).__name__}")
     diff = torch.softmax(student_logits / temperature, -1) - torch.softmax(
         teacher_logits / temperature, -1
     )
@@ -84,6 +109,8 @@ def high_temperature_loss_limit(
 
 def predicted_gradient_exponent(t_squared: bool) -> float:
     """Large-``T`` exponent of the gradient's size: 0 with the ``T^2`` factor, -2 without."""
+    if not isinstance(t_squared, bool):
+        raise TypeError(f"t_squared must be a bool; got {type(t_squared).__name__}")
     return 0.0 if t_squared else -2.0
 
 

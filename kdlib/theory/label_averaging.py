@@ -99,7 +99,15 @@ def _rounds(rounds) -> list[int]:
         if rounds < 0:
             raise ValueError(f"rounds must be >= 0; got {rounds}")
         return list(range(int(rounds) + 1))
-    out = [int(r) for r in rounds]
+    try:
+        values = list(rounds)
+    except TypeError:
+        raise TypeError(
+            f"rounds must be an int or a list of ints; got {type(rounds).__name__}"
+        ) from None
+    if any(isinstance(r, bool) or not isinstance(r, int | np.integer) for r in values):
+        raise TypeError(f"rounds must be an int or a list of ints; got {rounds!r}")
+    out = [int(r) for r in values]
     if not out or min(out) < 0:
         raise ValueError(
             f"rounds must be a non-negative int or a non-empty list of them; got {rounds}"
@@ -113,23 +121,40 @@ def _as_tensor(x, name: str) -> torch.Tensor:
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array; got {type(x).__name__}")
-    return x.to(torch.float64)
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be real-valued; got dtype {x.dtype}")
+    x = x.to(torch.float64)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
 
 
-def _one_hot(labels, n_classes: int | None, like: torch.Tensor | None = None) -> torch.Tensor:
+def _one_hot(
+    labels, n_classes: int | None, like: torch.Tensor | None = None, name: str = "labels"
+) -> torch.Tensor:
     """Accept integer labels ``(..., N)`` or targets ``(..., N, K)``; return float64 targets."""
     if isinstance(labels, np.ndarray):
         labels = torch.from_numpy(labels)
     if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a tensor or array; got {type(labels).__name__}")
+        raise TypeError(f"{name} must be a tensor or array; got {type(labels).__name__}")
     if labels.is_floating_point():
+        if labels.dim() < 1:
+            raise ValueError(f"{name} (float targets) must have shape (..., N, K)")
         if n_classes is not None and labels.shape[-1] != n_classes:
-            raise ValueError(f"targets have {labels.shape[-1]} classes, expected {n_classes}")
+            raise ValueError(
+                f"{name} (float targets) have {labels.shape[-1]} classes, expected {n_classes}"
+            )
+        if not torch.isfinite(labels).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
         return labels.to(torch.float64)
+    if labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be integer class indices or float targets; got {labels.dtype}"
+        )
     if n_classes is None:
-        raise ValueError("n_classes is needed with integer labels")
+        raise ValueError(f"n_classes is needed with integer {name}")
     if labels.numel() and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
+        raise ValueError(f"{name} must lie in 0..{n_classes - 1}")
     out = torch.nn.functional.one_hot(labels.long(), n_classes).to(torch.float64)
     return out if like is None else out.to(like.device)
 
@@ -161,15 +186,20 @@ class GramSpectrum:
     def from_gram(cls, gram) -> GramSpectrum:
         """From a symmetric positive semi-definite ``(N, N)`` Gram matrix.
 
+        Ill-conditioned and singular Gram matrices (near-duplicate or duplicate points) are fine:
+        the closed forms never invert ``G``, only ``G + K N lam I`` (the ridge ``lam`` is the
+        regularisation), through the shrinkage ``mu / (mu + K N lam)`` of each eigenvalue.
+        Eigenvalues in ``[-1e-8 max|mu|, 0)`` are round-off and are set to 0.
+
         Raises
         ------
         ValueError
-            If ``gram`` is not square, not symmetric, or has an eigenvalue below
-            ``-1e-8 * max|eigenvalue|`` (not a Gram matrix of any feature map).
+            If ``gram`` is empty, not square, contains NaN/inf, is not symmetric, or has an
+            eigenvalue below ``-1e-8 * max|eigenvalue|`` (not a Gram matrix of any feature map).
         """
         g = _as_tensor(gram, "gram")
-        if g.dim() != 2 or g.shape[0] != g.shape[1]:
-            raise ValueError(f"gram must be a square (N, N) matrix; got {tuple(g.shape)}")
+        if g.dim() != 2 or g.shape[0] != g.shape[1] or g.shape[0] == 0:
+            raise ValueError(f"gram must be a square (N, N) matrix, N >= 1; got {tuple(g.shape)}")
         if not torch.allclose(g, g.T, atol=1e-10 * max(1.0, float(g.abs().max()))):
             raise ValueError("gram must be symmetric")
         mu, v = torch.linalg.eigh(g)
@@ -196,11 +226,89 @@ def shrinkage(eigenvalues, lam: float, n_classes: int) -> torch.Tensor:
 
     ``N`` is the number of eigenvalues. The extra ``K`` comes from the softmax Jacobian at zero
     logits, ``(I - 11^T/K)/K``.
+
+    Regularisation and precision. ``K N lam`` is what keeps the closed forms finite for singular
+    ``G``; it must stay above the precision of the eigenvalues themselves, ``N eps max(mu)``
+    (``eps`` the float64 machine epsilon, the usual "singular to working precision" threshold):
+    below it, directions that ``G`` cannot resolve (round-off eigenvalues of duplicate points)
+    would be shrunk by round-off rather than by ``lam``.
+
+    Raises
+    ------
+    ValueError
+        If ``eigenvalues`` is not a non-empty 1-D array of finite values ``>= 0``, if ``lam`` is
+        not finite and positive, or if ``K N lam < N eps max(mu)``.
     """
-    mu = _as_tensor(eigenvalues, "eigenvalues")
+    mu = _eigenvalues(eigenvalues)
     lam = _positive(lam, "lam")
     k = _n_classes(n_classes)
+    _check_precision(mu, lam, k)
     return mu / (mu + k * mu.shape[-1] * lam)
+
+
+def _eigenvalues(eigenvalues) -> torch.Tensor:
+    mu = _as_tensor(eigenvalues, "eigenvalues")
+    if mu.dim() != 1 or mu.numel() == 0:
+        raise ValueError(f"eigenvalues must have shape (N,), N >= 1; got {tuple(mu.shape)}")
+    if (mu < 0).any():
+        raise ValueError(f"eigenvalues must be >= 0 (a Gram matrix); min {float(mu.min()):.3g}")
+    return mu
+
+
+def _check_precision(mu: torch.Tensor, lam: float, k: int) -> None:
+    """``K N lam >= N eps max(mu)``, i.e. ``K lam >= eps max(mu)`` (see :func:`shrinkage`)."""
+    floor = torch.finfo(torch.float64).eps * float(mu.max())
+    if k * lam < floor:
+        n = mu.shape[-1]
+        raise ValueError(
+            f"lam = {lam:.3g} is below the precision of the Gram matrix: K N lam = "
+            f"{k * n * lam:.3g} < N eps max(mu) = {n * floor:.3g}; use lam >= {floor / k:.3g} "
+            "so that lam, not round-off, shrinks the directions G cannot resolve"
+        )
+
+
+def _check_broadcast(targets: torch.Tensor, probs: torch.Tensor) -> None:
+    """``targets`` broadcasts against ``probs`` ``(..., N, K)`` with the same ``(N, K)``."""
+    try:
+        torch.broadcast_shapes(targets.shape, probs.shape)
+    except RuntimeError:
+        ok = False
+    else:
+        ok = targets.dim() >= 2 and targets.shape[-2:] == probs.shape[-2:]
+    if not ok:
+        raise ValueError(
+            f"targets must have shape (..., {probs.shape[-2]}, {probs.shape[-1]}) broadcasting "
+            f"with probs {tuple(probs.shape)}; got {tuple(targets.shape)}"
+        )
+
+
+def _check_spectrum(spectrum) -> GramSpectrum:
+    if not isinstance(spectrum, GramSpectrum):
+        raise TypeError(
+            "spectrum must be a GramSpectrum (GramSpectrum.from_gram or .from_features); "
+            f"got {type(spectrum).__name__}"
+        )
+    return spectrum
+
+
+def _targets(labels, n_classes: int | None, n_train: int, name: str = "labels") -> torch.Tensor:
+    """Integer labels ``(..., N)`` or targets ``(..., N, K)`` whose rows sum to one, as float64
+    targets ``(..., N, K)`` for ``N = n_train`` training points."""
+    is_float = isinstance(labels, torch.Tensor | np.ndarray) and (
+        labels.dtype.is_floating_point
+        if isinstance(labels, torch.Tensor)
+        else np.issubdtype(labels.dtype, np.floating)
+    )
+    t = _one_hot(labels, n_classes, name=name)
+    if t.dim() < 2 or t.shape[-2] != n_train:
+        shape = "(..., N, K)" if is_float else "(..., N)"
+        got = tuple(labels.shape)
+        raise ValueError(f"{name} must have shape {shape} with N = {n_train}; got {got}")
+    if is_float and not torch.allclose(
+        t.sum(-1), torch.ones((), dtype=t.dtype, device=t.device), rtol=0, atol=1e-6
+    ):
+        raise ValueError(f"{name} (float targets) must have rows summing to 1")
+    return t
 
 
 def averaging_weights(spectrum: GramSpectrum, lam: float, n_classes: int, applications: int = 1):
@@ -212,6 +320,7 @@ def averaging_weights(spectrum: GramSpectrum, lam: float, n_classes: int, applic
     """
     if isinstance(applications, bool) or not isinstance(applications, int) or applications < 0:
         raise ValueError(f"applications must be an int >= 0; got {applications!r}")
+    _check_spectrum(spectrum)
     s = shrinkage(spectrum.eigenvalues, lam, n_classes) ** applications
     v = spectrum.eigenvectors
     return (v * s) @ v.T
@@ -223,14 +332,16 @@ def linear_step(targets, spectrum: GramSpectrum, lam: float) -> torch.Tensor:
     Parameters
     ----------
     targets : Tensor, shape ``(..., N, K)``
-        Rows in the simplex (the teacher's outputs on the training points).
+        Rows in the simplex (the teacher's outputs on the training points; the linearised outputs
+        of an earlier round, which sum to one but may leave the simplex, are accepted too).
 
     Returns
     -------
     Tensor, shape ``(..., N, K)``
         The student's linearised outputs on the training points (paper Sec. 2-3; derived).
     """
-    t = _one_hot(targets, None)
+    _check_spectrum(spectrum)
+    t = _targets(targets, None, spectrum.n_train, "targets")
     k = t.shape[-1]
     s = shrinkage(spectrum.eigenvalues, lam, k)
     v = spectrum.eigenvectors.to(t.device)
@@ -270,7 +381,8 @@ def sd_outputs(
     -------
     Tensor, shape ``(len(rounds), ..., N, K)``
     """
-    y = _one_hot(labels, n_classes)
+    _check_spectrum(spectrum)
+    y = _targets(labels, n_classes, spectrum.n_train)
     k = y.shape[-1]
     wanted = _rounds(rounds)
     s = shrinkage(spectrum.eigenvalues, lam, k).to(y.device)
@@ -306,7 +418,8 @@ def sd_test_outputs(
     -------
     Tensor, shape ``(len(rounds), ..., m, K)``
     """
-    y = _one_hot(labels, n_classes)
+    _check_spectrum(spectrum)
+    y = _targets(labels, n_classes, spectrum.n_train)
     k = y.shape[-1]
     g = _as_tensor(cross_gram, "cross_gram").to(y.device)
     if g.dim() != 2 or g.shape[1] != spectrum.n_train:
@@ -347,8 +460,8 @@ def pll_targets(teacher_probs) -> torch.Tensor:
     ----------
     teacher_probs : Tensor, shape ``(..., N, K)`` with ``K >= 2``
     """
-    p = _one_hot(teacher_probs, None)
-    if p.shape[-1] < 2:
+    p = _one_hot(teacher_probs, None, name="teacher_probs")
+    if p.dim() < 1 or p.shape[-1] < 2:
         raise ValueError("teacher_probs needs K >= 2 classes")
     # stable tie-breaking: argmax picks the first maximum
     first = p.argmax(-1, keepdim=True)
@@ -381,7 +494,12 @@ def fixed_point_residual(probs, targets, gram, lam: float) -> torch.Tensor:
     t = _as_tensor(targets, "targets").to(p.device)
     g = _as_tensor(gram, "gram").to(p.device)
     lam = _positive(lam, "lam")
+    if p.dim() < 2 or p.shape[-2] == 0 or p.shape[-1] == 0:
+        raise ValueError(f"probs must have shape (..., N, K), N, K >= 1; got {tuple(p.shape)}")
+    _check_broadcast(t, p)
     n = p.shape[-2]
+    if g.shape != (n, n):
+        raise ValueError(f"gram must have shape ({n}, {n}); got {tuple(g.shape)}")
     return p - torch.softmax(g @ (t - p) / (n * lam), -1)
 
 
@@ -392,6 +510,13 @@ def representer_weights(probs, targets, features, lam: float) -> torch.Tensor:
     t = _as_tensor(targets, "targets").to(p.device)
     x = _as_tensor(features, "features").to(p.device)
     lam = _positive(lam, "lam")
+    if p.dim() < 2 or p.shape[-2] == 0:
+        raise ValueError(f"probs must have shape (..., N, K), N >= 1; got {tuple(p.shape)}")
+    _check_broadcast(t, p)
+    if x.dim() != 2 or x.shape[0] != p.shape[-2]:
+        raise ValueError(
+            f"features must have shape ({p.shape[-2]}, p) to match probs; got {tuple(x.shape)}"
+        )
     return x.T @ (t - p) / (x.shape[0] * lam)
 
 
@@ -403,6 +528,8 @@ def softmax_remainder(logits) -> torch.Tensor:
     ``||P - P_lin||_F <= ||R(Z)||_F``.
     """
     z = _as_tensor(logits, "logits")
+    if z.dim() < 1 or z.shape[-1] == 0:
+        raise ValueError(f"logits must have shape (..., K), K >= 1; got {tuple(z.shape)}")
     k = z.shape[-1]
     return torch.softmax(z, -1) - 1.0 / k - (z - z.mean(-1, keepdim=True)) / k
 
@@ -425,13 +552,24 @@ def accumulated_remainder(logits, spectrum: GramSpectrum, lam) -> torch.Tensor:
     -------
     Tensor ``(T+1, R, N, K)``
     """
+    _check_spectrum(spectrum)
     z = _as_tensor(logits, "logits")
-    if z.dim() != 4 or z.shape[2] != spectrum.n_train:
+    if z.dim() != 4 or z.shape[2] != spectrum.n_train or 0 in z.shape:
         raise ValueError(
             f"logits must have shape (T+1, R, {spectrum.n_train}, K); got {tuple(z.shape)}"
         )
     k = z.shape[-1]
-    lam_t = torch.as_tensor(lam, dtype=torch.float64).expand(z.shape[1])
+    if isinstance(lam, bool) or not isinstance(lam, int | float | np.floating | torch.Tensor):
+        raise TypeError(f"lam must be a float or a Tensor of shape (R,); got {type(lam).__name__}")
+    lam_t = torch.as_tensor(lam, dtype=torch.float64).cpu()
+    if lam_t.shape not in ((), (z.shape[1],)):
+        raise ValueError(
+            f"lam must be a scalar or have shape ({z.shape[1]},); got {tuple(lam_t.shape)}"
+        )
+    if not (torch.isfinite(lam_t) & (lam_t > 0)).all():
+        raise ValueError("lam must be finite and > 0")
+    _check_precision(spectrum.eigenvalues, float(lam_t.min()), k)
+    lam_t = lam_t.expand(z.shape[1])
     v = spectrum.eigenvectors
     mu = spectrum.eigenvalues
     s = mu[None, :] / (mu[None, :] + k * spectrum.n_train * lam_t[:, None])  # (R, N)
@@ -458,6 +596,9 @@ def block_gram_eigenvalues(n_classes: int, n_per_class: int, c: float, d: float)
     k = _n_classes(n_classes)
     if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
         raise ValueError(f"n_per_class must be an int >= 1; got {n_per_class!r}")
+    for value, name in ((c, "c"), (d, "d")):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+            raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
     if not (0 <= d <= c < 1):
         raise ValueError(
             f"need 0 <= d <= c < 1 for a positive definite block Gram; got c={c}, d={d}"
@@ -559,7 +700,9 @@ def minimum_rounds(label_fractions, n_per_class: int, c: float, d: float, lam: f
     ``s1 / s0 = mu1 (mu0 + K N lam) / (mu0 (mu1 + K N lam))`` (paper Sec. 4, minimum number of
     distillation rounds; derived for the linearised dynamics with balanced label frequencies).
     The number of SD rounds after the teacher is ``tau* - 1``; ``tau* = 1`` means the teacher is
-    already 100% correct. Returns ``inf`` if :func:`corruption_condition` fails for some class.
+    already 100% correct. Returns ``inf`` if :func:`corruption_condition` fails for some class,
+    or if ``c = d`` while some label is wrong (then ``s1 = s0``: the rounds shrink a point's own
+    label and its class average alike and never correct it; :func:`noise_threshold` is 0 there).
 
     Raises
     ------
@@ -582,6 +725,8 @@ def minimum_rounds(label_fractions, n_per_class: int, c: float, d: float, lam: f
         return 1.0
     delta = float((q.diagonal()[:, None] - q)[present].min())
     s0, s1, _ = _block_shrinkage(k, n_per_class, c, d, lam)
+    if s1 <= s0:  # c = d: the class term never outgrows the own-label term
+        return math.inf
     return float(math.floor(math.log((1 + delta) / delta) / math.log(s1 / s0)) + 1)
 
 
@@ -637,8 +782,19 @@ def pll_condition(label_fractions) -> torch.Tensor:
 
 
 def first_full_accuracy_round(accuracy, atol: float = 0.0) -> int:
-    """First index ``t`` with ``accuracy[t] >= 1 - atol``; ``-1`` if there is none."""
+    """First index ``t`` with ``accuracy[t] >= 1 - atol``; ``-1`` if there is none.
+
+    ``accuracy`` is a 1-D sequence of accuracies in ``[0, 1]``; ``atol`` in ``[0, 1)``.
+    """
+    if isinstance(atol, bool) or not isinstance(atol, int | float | np.floating):
+        raise TypeError(f"atol must be a real number in [0, 1); got {type(atol).__name__}")
+    if not 0 <= atol < 1:
+        raise ValueError(f"atol must be in [0, 1); got {atol}")
     acc = np.asarray(accuracy, dtype=float)
+    if acc.ndim != 1:
+        raise ValueError(f"accuracy must be 1-D (one value per round); got shape {acc.shape}")
+    if not np.all(np.isfinite(acc)) or np.any((acc < 0) | (acc > 1)):
+        raise ValueError("accuracy must hold finite values in [0, 1]")
     hit = np.flatnonzero(acc >= 1.0 - atol)
     return int(hit[0]) if hit.size else -1
 
@@ -672,13 +828,36 @@ def _check_type_inputs(kappa, counts, lam):
         raise ValueError(
             f"counts must have shape (C, K) with C = {kap.shape[0]}; got {tuple(cnt.shape)}"
         )
-    if (cnt < 0).any():
-        raise ValueError("counts must be non-negative")
+    if cnt.is_complex() or cnt.dtype == torch.bool:
+        raise TypeError(f"counts must be real-valued; got dtype {cnt.dtype}")
+    if cnt.shape[1] < 2:
+        raise ValueError(f"counts must have K >= 2 columns (given labels); got {tuple(cnt.shape)}")
+    if not torch.isfinite(cnt.to(torch.float64)).all() or (cnt < 0).any():
+        raise ValueError("counts must be finite and non-negative")
+    if not cnt.sum() > 0:
+        raise ValueError("counts must have a positive total (at least one point)")
+    if ((cnt > 0) & (cnt.to(torch.float64) < torch.finfo(torch.float64).tiny)).any():
+        raise ValueError(
+            "counts must be 0 or at least 2.2e-308 (float64's smallest normal number; the type "
+            "kernel divides by the counts)"
+        )
     if not ((kap.diagonal() < 1).all() and torch.allclose(kap, kap.T)):
         raise ValueError("kappa must be symmetric with diagonal < 1")
     if torch.linalg.eigvalsh(kap).min() < -1e-12:
         raise ValueError("kappa must be positive semi-definite (else no feature map has this Gram)")
     return kap, cnt.to(torch.float64), _positive(lam, "lam")
+
+
+def _type_targets(targets, c: int, k: int) -> torch.Tensor:
+    """Initial targets per type, ``(C * K, K)``, rows summing to one (default: one-hot ``l``)."""
+    if targets is None:
+        return torch.eye(k, dtype=torch.float64).repeat(c, 1)
+    t = _as_tensor(targets, "targets")
+    if t.shape != (c * k, k):
+        raise ValueError(f"targets must have shape ({c * k}, {k}); got {tuple(t.shape)}")
+    if not torch.allclose(t.sum(-1), torch.ones((), dtype=t.dtype), rtol=0, atol=1e-6):
+        raise ValueError("targets must have rows summing to 1")
+    return t
 
 
 def type_linear_outputs(kappa, counts, lam: float, rounds, targets=None) -> torch.Tensor:
@@ -693,7 +872,8 @@ def type_linear_outputs(kappa, counts, lam: float, rounds, targets=None) -> torc
     ----------
     kappa : Tensor ``(C, C)``
     counts : Tensor ``(C, K)``
-        Number of points of true class ``j`` with given label ``l``.
+        Number of points of true class ``j`` with given label ``l`` (non-negative, a positive
+        total; fractional counts, the population version, are fine).
     targets : Tensor ``(C * K, K)``, optional
         Initial targets per type; default the given labels (one-hot ``l``).
 
@@ -703,15 +883,11 @@ def type_linear_outputs(kappa, counts, lam: float, rounds, targets=None) -> torc
     """
     kap, cnt, lam = _check_type_inputs(kappa, counts, lam)
     c, k = cnt.shape
+    t0 = _type_targets(targets, c, k)
     kt, n, _ = _type_kernel(kap, cnt)
     big_n = float(n.sum())
     b = kt * n[None, :] / (k * big_n * lam)
     step = torch.linalg.solve(torch.eye(c * k, dtype=torch.float64) + b, b)
-    t0 = (
-        torch.eye(k, dtype=torch.float64).repeat(c, 1)
-        if targets is None
-        else _as_tensor(targets, "targets")
-    )
     cur = t0 - 1.0 / k
     wanted = _rounds(rounds)
     kept = {}
@@ -732,21 +908,53 @@ def type_exact_outputs(
     type logits ``Z``: ``sum_a (n_a / N) CE(t_a, softmax(z_a)) + lam / 2 tr(Z^T Kt^{-1} Z)``.
     It predicts a trained linear head's outputs on all ``N`` points from ``K^2`` types.
 
+    Conditioning. The Newton objective uses ``Kt^{-1}``; the smallest eigenvalue of ``Kt`` is at
+    least ``min_a (1 - kappa_jj) / n_a``, so when the within-class correlation ``kappa_jj``
+    approaches 1 (the points of a class become near-duplicates) ``Kt`` becomes singular. With
+    ``S = D^{-1/2} Kt D^{-1/2}``, ``D = diag(Kt)`` (the scaling removes the harmless
+    ill-conditioning of types with tiny counts, whose diagonal ``(1 - kappa_jj) / n_a`` is huge),
+    the input is accepted while ``lambda_min(S) > C K eps lambda_max(S)`` (not singular to working
+    precision; the outputs' accuracy then degrades like ``cond(S) eps``) and refused beyond
+    (:func:`type_linear_outputs` needs no inverse and has no such limit).
+
+    Parameters
+    ----------
+    kappa, counts, lam, rounds, targets :
+        As in :func:`type_linear_outputs`.
+    tol : float
+        Newton stops when the gradient's largest entry is below ``tol`` (``> 0``).
+    max_iter : int
+        Newton iterations per round, ``>= 1``.
+
     Returns
     -------
     Tensor, shape ``(len(rounds), C * K, K)``.
+
+    Raises
+    ------
+    ValueError
+        On invalid inputs (see :func:`type_linear_outputs`), or if ``Kt`` is singular to working
+        precision (``kappa``'s diagonal too close to 1 for the class sizes).
     """
     kap, cnt, lam = _check_type_inputs(kappa, counts, lam)
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not (0 < tol < math.inf):
+        raise ValueError(f"tol must be a finite number > 0; got {tol!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int; got {max_iter!r}")
     c, k = cnt.shape
+    t = _type_targets(targets, c, k)
     kt, n, _ = _type_kernel(kap, cnt)
+    scale = kt.diagonal().rsqrt()
+    eigenvalues = torch.linalg.eigvalsh(kt * scale[:, None] * scale[None, :])
+    if eigenvalues[0] <= c * k * torch.finfo(torch.float64).eps * eigenvalues[-1]:
+        raise ValueError(
+            "kappa's diagonal is too close to 1 for these class sizes: the type kernel is singular "
+            f"to working precision (scaled eigenvalues {float(eigenvalues[0]):.3g} .. "
+            f"{float(eigenvalues[-1]):.3g}); use type_linear_outputs or a smaller kappa_jj"
+        )
     w = n / n.sum()
     kinv = torch.linalg.inv(kt)
     a = c * k
-    t = (
-        torch.eye(k, dtype=torch.float64).repeat(c, 1)
-        if targets is None
-        else _as_tensor(targets, "targets")
-    )
     z = torch.zeros(a, k, dtype=torch.float64)
     wanted = _rounds(rounds)
     kept = {}
@@ -792,7 +1000,16 @@ def type_accuracy(type_outputs, counts) -> torch.Tensor:
     type counts ``(C, K)``; ties (equal top outputs) count as errors. Returns ``(...)``."""
     out = _as_tensor(type_outputs, "type_outputs")
     cnt = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
+    if cnt.dim() != 2:
+        raise ValueError(f"counts must have shape (C, K); got {tuple(cnt.shape)}")
+    if not torch.isfinite(cnt).all() or (cnt < 0).any() or not cnt.sum() > 0:
+        raise ValueError("counts must be finite, non-negative, with a positive total")
     c, k = cnt.shape
+    if out.dim() < 2 or out.shape[-2:] != (c * k, k):
+        raise ValueError(
+            f"type_outputs must have shape (..., {c * k}, {k}) for counts of shape ({c}, {k}); "
+            f"got {tuple(out.shape)}"
+        )
     true = torch.arange(c).repeat_interleave(k)
     mine = out[..., torch.arange(c * k), true]
     others = out.clone()
@@ -825,6 +1042,10 @@ def block_accuracy_curves(
     ``rounds``).
     """
     k = _n_classes(n_classes)
+    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
+        raise ValueError(f"n_per_class must be an int >= 1; got {n_per_class!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int | np.integer) or rounds < 0:
+        raise ValueError(f"rounds must be an int >= 0; got {rounds!r}")
     w = 1.0 / (k - 1) if max_share is None else float(max_share)
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must be in [0, 1]; got {eta}")

@@ -55,7 +55,12 @@ PAPER_ERROR_BOUNDS: dict[str, tuple[float, float]] = {
 
 
 def _check_mu(mu) -> np.ndarray:
-    values = np.asarray(mu, dtype=float)
+    try:
+        values = np.asarray(mu, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"mu (the single-view fraction) must be a real number; got {mu!r}"
+        ) from None
     if not np.all(np.isfinite(values)) or np.any((values < 0) | (values > 1)):
         raise ValueError(f"mu (the single-view fraction) must lie in [0, 1]; got {mu!r}")
     return values
@@ -145,10 +150,15 @@ def error_from_views(mu, learned) -> np.ndarray:
     -------
     ndarray, shape ``(...)``
     """
-    mu = float(_check_mu(mu))
+    mu_values = _check_mu(mu)
+    if mu_values.ndim != 0:
+        raise ValueError(f"mu must be a single number here; got shape {mu_values.shape}")
+    mu = float(mu_values)
     flags = np.asarray(learned)
-    if flags.ndim < 2 or flags.shape[-1] != 2:
-        raise ValueError(f"learned must have shape (..., k, 2); got {flags.shape}")
+    if flags.ndim < 2 or flags.shape[-1] != 2 or flags.shape[-2] < 1:
+        raise ValueError(f"learned must have shape (..., k, 2) with k >= 1; got {flags.shape}")
+    if flags.dtype != bool and not np.isin(flags, (0, 1)).all():
+        raise ValueError("learned must hold booleans (or 0/1 values)")
     flags = flags.astype(bool)
     no_view = ~flags.any(-1)
     return (1 - mu) * no_view.mean(-1) + mu * (~flags).mean((-2, -1))
@@ -172,8 +182,12 @@ def lottery_winner(init_correlations) -> np.ndarray:
         ``0`` or ``1``: the predicted winning view.
     """
     corr = np.asarray(init_correlations, dtype=float)
-    if corr.ndim < 3 or corr.shape[-1] != 2:
-        raise ValueError(f"init_correlations must have shape (..., k, m, 2); got {corr.shape}")
+    if corr.ndim < 3 or corr.shape[-1] != 2 or 0 in corr.shape:
+        raise ValueError(
+            f"init_correlations must have shape (..., k, m, 2) with k, m >= 1; got {corr.shape}"
+        )
+    if not np.all(np.isfinite(corr)):
+        raise ValueError("init_correlations contains NaN or infinite values")
     lam = np.clip(corr, 0.0, None).max(axis=-2)  # (..., k, 2)
     return np.argmax(lam, axis=-1)
 

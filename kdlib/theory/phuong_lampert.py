@@ -69,6 +69,10 @@ def _check_batch(x: torch.Tensor, name: str = "x") -> None:
         raise TypeError(f"{name} must be a floating-point torch.Tensor")
     if x.dim() != 3:
         raise ValueError(f"{name} must have shape (R, n, d); got {tuple(x.shape)}")
+    if 0 in x.shape:
+        raise ValueError(f"{name} must be non-empty (R, n, d >= 1); got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
 
 
 def _check_vectors(v: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -76,12 +80,16 @@ def _check_vectors(v: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(v, torch.Tensor) or not v.is_floating_point():
         raise TypeError(f"{name} must be a floating-point torch.Tensor")
     replicas, _, d = x.shape
-    if v.shape == (d,):
-        return v.expand(replicas, d)
-    if v.shape != (replicas, d):
+    if v.shape not in ((d,), (replicas, d)):
         raise ValueError(
             f"{name} must have shape ({d},) or ({replicas}, {d}); got {tuple(v.shape)}"
         )
+    if v.dtype != x.dtype:
+        raise TypeError(f"{name} must have the dtype of x ({x.dtype}); got {v.dtype}")
+    if not torch.isfinite(v).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if v.shape == (d,):
+        return v.expand(replicas, d)
     return v
 
 
@@ -89,7 +97,11 @@ def _weights(x: torch.Tensor, sample_weight: torch.Tensor | None) -> torch.Tenso
     """Sample weights as an ``(R, n)`` tensor (ones when absent)."""
     if sample_weight is None:
         return torch.ones_like(x[..., 0])
-    return _weighted_rows(torch.ones_like(x[..., :1]), sample_weight)[..., 0].expand(x.shape[:2])
+    weights = _weighted_rows(torch.ones_like(x[..., :1]), sample_weight)[..., 0]
+    weights = weights.expand(x.shape[:2])
+    if not (weights > 0).any(-1).all():
+        raise ValueError("sample_weight must have a positive entry in every replica")
+    return weights
 
 
 def _weighted_rows(x: torch.Tensor, sample_weight: torch.Tensor | None) -> torch.Tensor:
@@ -103,18 +115,69 @@ def _weighted_rows(x: torch.Tensor, sample_weight: torch.Tensor | None) -> torch
             f"sample_weight must have shape {tuple(x.shape[1:2])} or {tuple(x.shape[:2])}; "
             f"got {tuple(sample_weight.shape)}"
         )
-    if (sample_weight < 0).any():
-        raise ValueError("sample_weight must be non-negative")
+    if not torch.isfinite(sample_weight).all() or (sample_weight < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
     return x * sample_weight.to(x.dtype)[..., None]
+
+
+def _check_lr(lr, x: torch.Tensor) -> torch.Tensor:
+    """A positive finite step size, scalar or one per replica, as an ``(R,)`` tensor."""
+    if isinstance(lr, bool) or not isinstance(lr, int | float | torch.Tensor):
+        raise TypeError(f"lr must be a float or a Tensor of shape (R,); got {type(lr).__name__}")
+    rate = torch.as_tensor(lr, dtype=x.dtype, device=x.device)
+    if rate.shape not in ((), (x.shape[0],)):
+        raise ValueError(
+            f"lr must be a scalar or have shape ({x.shape[0]},); got {tuple(rate.shape)}"
+        )
+    if not (torch.isfinite(rate) & (rate > 0)).all():
+        raise ValueError("lr must be finite and > 0")
+    return rate.expand(x.shape[:1])
+
+
+def _check_sizes(n, minimum: int) -> np.ndarray:
+    """Training-set sizes: a non-empty array of integers ``>= minimum``."""
+    sizes = np.asarray(n)
+    if sizes.dtype.kind not in "iuf":
+        raise TypeError(f"n must be an int or an array of ints; got {n!r}")
+    if (
+        sizes.size == 0
+        or not np.all(np.isfinite(sizes))
+        or np.any(sizes < minimum)
+        or not np.all(np.equal(np.mod(sizes, 1), 0))
+    ):
+        raise ValueError(f"n must contain integers >= {minimum}")
+    return sizes
 
 
 # -- optimisation bias ----------------------------------------------------------------------
 
 
 def angle_between(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Angle in ``[0, pi]`` between the last-axis vectors of ``u`` and ``v`` (broadcast)."""
+    """Angle in ``[0, pi]`` between the last-axis vectors of ``u`` and ``v`` (broadcast).
+
+    Raises
+    ------
+    ValueError
+        If a vector is zero (its angle is undefined) or non-finite, or the shapes do not
+        broadcast.
+    """
     if not isinstance(u, torch.Tensor) or not isinstance(v, torch.Tensor):
         raise TypeError("u and v must be torch.Tensors")
+    for name, value in (("u", u), ("v", v)):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor; got dtype {value.dtype}")
+        if value.dim() < 1 or value.shape[-1] < 1:
+            raise ValueError(f"{name} must have shape (..., d) with d >= 1")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if (value.norm(dim=-1) == 0).any():
+            raise ValueError(f"{name} contains a zero vector; its angle is undefined")
+    try:
+        torch.broadcast_shapes(u.shape, v.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"u and v must broadcast together; got {tuple(u.shape)} and {tuple(v.shape)}"
+        ) from None
     cos = (u * v).sum(-1) / (u.norm(dim=-1) * v.norm(dim=-1))
     return torch.arccos(cos.clamp(-1.0, 1.0))
 
@@ -200,6 +263,8 @@ def linear_student_limit(
     -------
     Tensor, shape ``(R, d)``
     """
+    _check_batch(x)
+    _check_vectors(w_star, x, "w_star")
     basis = span_basis(x, sample_weight)
     limit = span_projection(x, w_star, basis=basis)
     if w_init is not None:
@@ -241,6 +306,10 @@ def deep_linear_limit(
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be a positive int; got {depth!r}")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be a positive int; got {iterations!r}")
+    _check_batch(x)
+    _check_vectors(w_star, x, "w_star")
     w_init = _check_vectors(w_init, x, "w_init")
     init_norm = w_init.norm(dim=-1)
     if (init_norm == 0).any():
@@ -268,11 +337,18 @@ def gd_step_size(x: torch.Tensor, sample_weight: torch.Tensor | None = None) -> 
     Returns
     -------
     Tensor, shape ``(R,)``
+
+    Raises
+    ------
+    ValueError
+        If a replica has no non-zero input with positive weight (then ``L = 0``).
     """
     _check_batch(x)
     weights = _weights(x, sample_weight)
     gram = (x.transpose(1, 2) * weights[:, None, :]) @ x / weights.sum(-1)[:, None, None]
     lam = torch.linalg.eigvalsh(gram)[..., -1]
+    if not (lam > 0).all():
+        raise ValueError("x must have a non-zero input with positive weight in every replica")
     return 4.0 / lam
 
 
@@ -323,13 +399,13 @@ def gd_linearisation(
     """
     _check_batch(x)
     w_limit = _check_vectors(w_limit, x, "w_limit")
+    lr = _check_lr(lr, x)
     weights = _weights(x, sample_weight)
     z = (x @ w_limit[..., None])[..., 0]
     curvature = torch.sigmoid(z) * torch.sigmoid(-z) * weights
     hessian = (x.transpose(1, 2) * curvature[:, None, :]) @ x / weights.sum(-1)[:, None, None]
     eig, vectors = torch.linalg.eigh(hessian)
     nonzero = eig > eig[..., -1:] * 1e-9
-    lr = torch.as_tensor(lr, dtype=x.dtype, device=x.device).expand(x.shape[:1])
     factor = (1.0 - lr[:, None] * eig).abs()
     factor = torch.where(nonzero, factor, torch.zeros_like(factor))
     rho, index = factor.max(-1)
@@ -380,6 +456,8 @@ def transfer_risk_of_angle(
         raise ValueError(f"d must be an int >= 3; got {d!r}")
     if not isinstance(distribution, AngularDistribution):
         raise TypeError("distribution must be an AngularDistribution")
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ValueError(f"nodes must be a positive int; got {nodes!r}")
     gamma = np.asarray(gamma, dtype=float)
     if np.any((gamma < 0) | (gamma > math.pi)) or not np.all(np.isfinite(gamma)):
         raise ValueError("gamma must contain angles in [0, pi]")
@@ -394,11 +472,13 @@ def transfer_risk_of_angle(
 def _coordinate_quadrature(d: int, nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``|t|`` and weights for ``E[g(|t|)]``, ``t`` one coordinate of a uniform point on the
     unit sphere of ``R^{d-1}``: Gauss-Legendre in ``v`` with quantile ``p = v^4``."""
-    from scipy import stats
+    from scipy import special
 
     v, weight = np.polynomial.legendre.leggauss(nodes)
     v, weight = (v + 1) / 2, weight / 2
-    abs_t = np.sqrt(stats.beta.ppf(v**4, 0.5, (d - 2) / 2))
+    # t^2 ~ Beta(1/2, (d-2)/2); betaincinv is accurate at tiny quantiles, where stats.beta.ppf
+    # lost digits (and warned) for d = 6 and 8
+    abs_t = np.sqrt(special.betaincinv(0.5, (d - 2) / 2, v**4))
     return abs_t, weight * 4 * v**3
 
 
@@ -431,9 +511,9 @@ def risk_bound(n, distribution: AngularDistribution, grid: int = 20001) -> np.nd
     """
     if not isinstance(distribution, AngularDistribution):
         raise TypeError("distribution must be an AngularDistribution")
-    sizes = np.asarray(n)
-    if sizes.size == 0 or np.any(sizes < 1) or not np.all(np.equal(np.mod(sizes, 1), 0)):
-        raise ValueError("n must contain integers >= 1")
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
+        raise ValueError(f"grid must be an int >= 2; got {grid!r}")
+    sizes = _check_sizes(n, minimum=1)
     t = np.union1d(np.linspace(0.0, math.pi / 2, grid), [distribution.margin])
     near_boundary = distribution.boundary_cdf(t)
     far_from_axis = distribution.boundary_cdf(math.pi / 2 - t)
@@ -449,9 +529,16 @@ def polynomial_rate(n, kappa: float) -> np.ndarray:
     ``(log n/n)^kappa + n^{-kappa} <= 2 (log n/n)^kappa`` for ``n >= 3`` (Phuong & Lampert, 2019,
     polynomial-distribution corollary of the bound: the rate ``(log n / n)^kappa``).
     """
-    if isinstance(kappa, bool) or not isinstance(kappa, int | float) or not kappa > 0:
-        raise ValueError(f"kappa must be a real number > 0; got {kappa!r}")
+    if (
+        isinstance(kappa, bool)
+        or not isinstance(kappa, int | float)
+        or not kappa > 0
+        or not math.isfinite(kappa)
+    ):
+        raise ValueError(f"kappa must be a finite real number > 0; got {kappa!r}")
     sizes = np.asarray(n, dtype=float)
+    if not np.all(np.isfinite(sizes)):
+        raise ValueError(f"n must be finite; got {n!r}")
     if np.any(sizes < 3):
         raise ValueError("the rate is stated for n >= 3")
     return 2.0 * (np.log(sizes) / sizes) ** kappa
@@ -467,4 +554,6 @@ def margin_rate(n, margin: float) -> np.ndarray:
     if not 0 < margin < math.pi / 4:
         raise ValueError(f"margin must be in (0, pi/4); got {margin}")
     sizes = np.asarray(n, dtype=float)
+    if not np.all(np.isfinite(sizes)) or np.any(sizes < 0):
+        raise ValueError(f"n must be finite and >= 0; got {n!r}")
     return ((math.pi / 2 - 2 * margin) / (math.pi / 2 - margin)) ** sizes

@@ -32,6 +32,16 @@ weights travel (``|W(t) - W(0)|_F^2 = ytilde^T (I - (I - A)^t)^2 H^{-1} ytilde``
 Arora et al., 2019, Lemma 5.3), and its generalisation consequence (Arora et al., Thm 5.1:
 test error ``<~ sqrt(2 ytilde^T H^{-1} ytilde / n)``).
 
+Conditioning. The closed forms that involve ``H^{-1}`` (:func:`distance_from_init`,
+:func:`generalization_bound`, :func:`kernel_test_outputs`) use no regularisation: they need ``H``
+positive definite *to working precision*, ``lambda_min > n eps lambda_max`` (``eps`` the float64
+machine epsilon), and raise a ``ValueError`` otherwise; so does :func:`iterations_to_tolerance`,
+whose answer along a direction with ``lambda = 0`` would be infinite. Near-duplicate inputs make
+``H`` ill-conditioned (for the ReLU NTK ``lambda_min`` shrinks roughly like the angle between the
+two inputs); above that threshold the results stay finite and vary continuously with the inputs.
+The other functions (:func:`kernel_outputs`, :func:`eigen_residuals`, :func:`residual_norms`)
+never invert ``H`` and accept singular Gram matrices.
+
 Note: the paper's body (its theorems and their numbering) was not available to us, only its
 abstract and the opening of its introduction; the statements here are derived in this module and
 the chapter as kernel-regime consequences of the abstract's claims, written in the notation of Du
@@ -90,6 +100,14 @@ def gram_matrix(x: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ValueError("x must be a 2-D tensor of shape (n, d)")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"x must hold at least one input of dimension >= 1; got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    if (x.norm(dim=1) == 0).any():
+        raise ValueError(
+            "x has a zero row; the NTK needs non-zero inputs (unit norm in the theory)"
+        )
     return relu_ntk(x.double().cpu())
 
 
@@ -119,6 +137,8 @@ def stable_learning_rate(gram: torch.Tensor, fraction: float = 1.0) -> float:
     if not 0 < fraction < 2:
         raise ValueError(f"fraction must be in (0, 2); got {fraction}")
     top = float(torch.linalg.eigvalsh(gram)[-1])
+    if not top > 0:
+        raise ValueError(f"gram must have a positive eigenvalue; its largest is {top:.3g}")
     return fraction * gram.shape[-1] / top
 
 
@@ -139,13 +159,16 @@ def mixed_target(labels: torch.Tensor, teacher: torch.Tensor, weight) -> torch.T
     weight : float or Tensor of shape ``(...,)``
         Mixing weight(s) ``rho`` in ``[0, 1]``.
     """
-    weight = torch.as_tensor(weight, dtype=torch.float64)
-    if not torch.all((weight >= 0) & (weight <= 1)):
-        raise ValueError("weight (rho) must lie in [0, 1]")
-    labels, teacher = labels.double(), teacher.double()
-    if labels.shape[-1] != teacher.shape[-1]:
-        raise ValueError("labels and teacher must have the same number of samples n")
+    weight = _check_weight(weight)
+    labels, teacher = _check_pair(labels, teacher, "labels", "teacher")
     weight = weight[..., None] if weight.dim() else weight
+    try:
+        torch.broadcast_shapes(weight.shape, labels.shape, teacher.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)[:-1]} does not broadcast with labels and "
+            f"teacher of shapes {tuple(labels.shape)} and {tuple(teacher.shape)} (minus the n axis)"
+        ) from None
     return (1 - weight) * labels + weight * teacher
 
 
@@ -174,6 +197,13 @@ def kernel_outputs(
     Returns
     -------
     Tensor, shape ``(T, ..., n)``, float64
+
+    Notes
+    -----
+    ``H`` may be singular (the residual along a null direction never decays). With
+    ``lr lambda_max / n > 2`` the recursion diverges and, for many steps, overflows to inf: that
+    is gradient descent's own behaviour, not an error; :func:`stable_learning_rate` gives a safe
+    step.
     """
     values, vectors = spectrum(gram)
     coeffs = eigen_residuals(gram, target, steps, lr, initial, _spectrum=(values, vectors))
@@ -223,8 +253,16 @@ def residual_norms(
 
 
 def training_error(outputs: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Mean squared error ``|u - reference|^2 / n`` over the last axis."""
+    """Mean squared error ``|u - reference|^2 / n`` over the last axis (shapes broadcast)."""
     outputs, reference = torch.as_tensor(outputs).double(), torch.as_tensor(reference).double()
+    outputs, reference = _check_pair(outputs, reference, "outputs", "reference")
+    try:
+        torch.broadcast_shapes(outputs.shape, reference.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"outputs and reference must broadcast together; got {tuple(outputs.shape)} and "
+            f"{tuple(reference.shape)}"
+        ) from None
     return ((outputs - reference) ** 2).mean(dim=-1)
 
 
@@ -238,9 +276,8 @@ def asymptotic_training_error(
     against_data : ``rho^2 |phi - y|^2 / n``
     against_teacher : ``(1 - rho)^2 |phi - y|^2 / n``
     """
-    weight = torch.as_tensor(weight, dtype=torch.float64)
-    if not torch.all((weight >= 0) & (weight <= 1)):
-        raise ValueError("weight (rho) must lie in [0, 1]")
+    weight = _check_weight(weight)
+    labels, teacher = _check_pair(labels, teacher, "labels", "teacher")
     gap = training_error(teacher, labels)
     return weight**2 * gap, (1 - weight) ** 2 * gap
 
@@ -264,13 +301,24 @@ def iterations_to_tolerance(
     Returns
     -------
     LongTensor, shape ``(...)`` (one per target); ``max_steps + 1`` if not reached.
+
+    Raises
+    ------
+    ValueError
+        If ``gram`` (shape ``(n, n)``) is singular to working precision (see the module
+        docstring), or ``lr`` is outside ``0 < lr lambda_k / n < 2``.
     """
     gram = _check_gram(gram)
+    if gram.dim() != 2:
+        raise ValueError("gram must have shape (n, n)")
     n = gram.shape[-1]
     target = _check_vector(target, n, "target")
     if not 0 < tol < 1:
         raise ValueError(f"tol must be in (0, 1); got {tol}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive int; got {max_steps!r}")
     values, vectors = spectrum(gram)
+    _check_positive_definite(values)
     lr = _check_lr(lr)
     factors = (1 - lr * values / n).abs()
     if torch.any(factors >= 1):
@@ -322,6 +370,20 @@ def iterations_upper_bound(
     if not 0 < tol < 1:
         raise ValueError(f"tol must be in (0, 1); got {tol}")
     lr = _check_lr(lr)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}")
+    for name, value in (("eigenvalues", eigenvalues), ("energy", energy)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+        if value.dim() < 1 or value.shape[-1] == 0 or not torch.isfinite(value).all():
+            raise ValueError(f"{name} must be a non-empty tensor of finite values")
+    if eigenvalues.dim() != 1 or energy.shape[-1] != eigenvalues.shape[0]:
+        raise ValueError(
+            f"eigenvalues must have shape (n,) and energy (..., n) with the same n; got "
+            f"{tuple(eigenvalues.shape)} and {tuple(energy.shape)}"
+        )
+    if (energy < 0).any():
+        raise ValueError("energy must be non-negative (squared coordinates)")
     eigenvalues, energy = eigenvalues.double(), energy.double()
     factors = 1 - lr * eigenvalues / n
     factors = torch.where(factors.abs() < 1e-12, torch.zeros_like(factors), factors)
@@ -349,9 +411,20 @@ def crossing_interval(
     ----------
     predicted_norms, bound : Tensor, shape ``(T,)`` (one value per step ``0..T-1``)
     """
+    for name, value in (("predicted_norms", predicted_norms), ("bound", bound)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
     predicted_norms, bound = predicted_norms.double(), bound.double()
     if predicted_norms.shape != bound.shape or predicted_norms.dim() != 1:
         raise ValueError("predicted_norms and bound must be 1-D and of the same length")
+    if not torch.isfinite(predicted_norms).all() or (predicted_norms < 0).any():
+        raise ValueError("predicted_norms must hold finite, non-negative norms")
+    if not torch.isfinite(bound).all() or (bound < 0).any():
+        raise ValueError("bound must hold finite, non-negative values")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating):
+        raise TypeError(f"threshold must be a real number; got {type(threshold).__name__}")
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be finite; got {threshold}")
     lo_hits = torch.nonzero(predicted_norms - bound <= threshold)
     hi_hits = torch.nonzero(predicted_norms + bound <= threshold)
     size = len(predicted_norms)
@@ -373,8 +446,15 @@ def distance_from_init(gram: torch.Tensor, target: torch.Tensor, steps, lr: floa
     Returns
     -------
     Tensor, shape ``(T, ...)``
+
+    Raises
+    ------
+    ValueError
+        If ``gram`` (shape ``(n, n)``) is singular to working precision (module docstring).
     """
     gram = _check_gram(gram)
+    if gram.dim() != 2:
+        raise ValueError("gram must have shape (n, n)")
     n = gram.shape[-1]
     target = _check_vector(target, n, "target")
     values, vectors = spectrum(gram)
@@ -393,8 +473,13 @@ def generalization_bound(gram: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
     A smaller ``ytilde^T H^{-1} ytilde`` means the weights travel less: the teacher's PI,
     smoother than the labels, lowers the student's effective capacity.
+
+    ``H^{-1}`` is applied without regularisation: ``gram`` (shape ``(n, n)``) must be positive
+    definite to working precision (module docstring), else ``ValueError``.
     """
     gram = _check_gram(gram)
+    if gram.dim() != 2:
+        raise ValueError("gram must have shape (n, n)")
     n = gram.shape[-1]
     target = _check_vector(target, n, "target")
     values, vectors = spectrum(gram)
@@ -421,11 +506,22 @@ def kernel_test_outputs(
     Returns
     -------
     Tensor, shape ``(T, ..., n_test)``
+
+    Raises
+    ------
+    ValueError
+        If ``gram`` is singular to working precision (module docstring).
     """
     gram = _check_gram(gram)
+    if gram.dim() != 2:
+        raise ValueError("gram must have shape (n, n)")
     n = gram.shape[-1]
+    if not isinstance(cross_gram, torch.Tensor):
+        raise TypeError(f"cross_gram must be a torch.Tensor; got {type(cross_gram).__name__}")
     if cross_gram.dim() != 2 or cross_gram.shape[1] != n:
         raise ValueError(f"cross_gram must have shape (n_test, {n})")
+    if not torch.isfinite(cross_gram).all():
+        raise ValueError("cross_gram contains NaN or infinite values")
     target = _check_vector(target, n, "target")
     values, vectors = spectrum(gram)
     _check_positive_definite(values)
@@ -461,6 +557,13 @@ def deviation_bound(
     Tensor, shape ``(T, ...)``: the bound on ``|u(t) - u*(t)|`` at ``t = 0..T-1``.
     """
     lr = _check_lr(lr)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}")
+    for name, value in (("kernel_errors", kernel_errors), ("predicted_norms", predicted_norms)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
     if kernel_errors.shape != predicted_norms.shape:
         raise ValueError("kernel_errors and predicted_norms must have the same shape (T, ...)")
     if torch.any(kernel_errors < 0) or torch.any(predicted_norms < 0):
@@ -531,7 +634,13 @@ def _check_gram(gram) -> torch.Tensor:
         raise TypeError(f"gram must be a torch.Tensor; got {type(gram).__name__}")
     if gram.dim() not in (2, 3) or gram.shape[-1] != gram.shape[-2]:
         raise ValueError(f"gram must be square, shape (n, n) or (B, n, n); got {tuple(gram.shape)}")
+    if gram.shape[-1] == 0:
+        raise ValueError("gram must describe at least one point (n >= 1)")
+    if gram.is_complex() or gram.dtype == torch.bool:
+        raise TypeError(f"gram must be real-valued; got dtype {gram.dtype}")
     gram = gram.double().cpu()
+    if not torch.isfinite(gram).all():
+        raise ValueError("gram contains NaN or infinite values")
     if not torch.allclose(gram, gram.transpose(-1, -2), atol=1e-10 * (1 + gram.abs().max())):
         raise ValueError("gram must be symmetric")
     return gram
@@ -542,12 +651,20 @@ def _check_vector(vector, n: int, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor; got {type(vector).__name__}")
     if vector.dim() < 1 or vector.shape[-1] != n:
         raise ValueError(f"{name} must have shape (..., {n}); got {tuple(vector.shape)}")
-    return vector.double().cpu()
+    vector = vector.double().cpu()
+    if not torch.isfinite(vector).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return vector
 
 
 def _check_steps(steps) -> torch.Tensor:
     steps_t = torch.as_tensor(np.asarray(steps), dtype=torch.float64).reshape(-1)
-    if steps_t.numel() == 0 or torch.any(steps_t < 0) or torch.any(steps_t != steps_t.round()):
+    if (
+        steps_t.numel() == 0
+        or not torch.isfinite(steps_t).all()
+        or torch.any(steps_t < 0)
+        or torch.any(steps_t != steps_t.round())
+    ):
         raise ValueError("steps must be a non-empty sequence of non-negative integers")
     return steps_t
 
@@ -561,5 +678,44 @@ def _check_lr(lr) -> float:
 
 
 def _check_positive_definite(values: torch.Tensor) -> None:
-    if torch.any(values <= 0):
-        raise ValueError("gram must be positive definite (distinct, non-parallel inputs)")
+    """``lambda_min > n eps lambda_max``: positive definite to working precision."""
+    n = values.shape[-1]
+    floor = n * torch.finfo(torch.float64).eps * float(values.max().clamp(min=0))
+    smallest = float(values.min())
+    if smallest <= floor:
+        raise ValueError(
+            "gram must be positive definite (distinct, non-parallel inputs): its smallest "
+            f"eigenvalue {smallest:.3g} is <= n eps lambda_max = {floor:.3g}, singular to working "
+            "precision (near-duplicate or parallel inputs); H^{-1} is used unregularised, so "
+            "remove duplicate inputs"
+        )
+
+
+def _check_weight(weight) -> torch.Tensor:
+    if isinstance(weight, bool) or not isinstance(
+        weight, int | float | np.floating | np.ndarray | torch.Tensor | list | tuple
+    ):
+        raise TypeError(f"weight (rho) must be a number or a tensor; got {type(weight).__name__}")
+    weight = torch.as_tensor(weight, dtype=torch.float64)
+    if not torch.all((weight >= 0) & (weight <= 1)):
+        raise ValueError("weight (rho) must lie in [0, 1]")
+    return weight
+
+
+def _check_pair(first, second, first_name: str, second_name: str):
+    """Two float tensors ``(..., n)`` with the same ``n >= 1``, finite, as float64."""
+    for name, value in ((first_name, first), (second_name, second)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+        if value.dim() < 1 or value.shape[-1] == 0:
+            raise ValueError(
+                f"{name} must have shape (..., n) with n >= 1; got {tuple(value.shape)}"
+            )
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+    if first.shape[-1] != second.shape[-1]:
+        raise ValueError(
+            f"{first_name} and {second_name} must have the same number of samples n; got "
+            f"{first.shape[-1]} and {second.shape[-1]}"
+        )
+    return first.double(), second.double()

@@ -128,9 +128,15 @@ def kernel_margin(
     -------
     MarginEstimate
         Arrays of shape ``(B,)`` (floats when the input had no batch axis).
+
+    Raises
+    ------
+    ValueError
+        On wrong shapes, ``n = 0`` points, NaN/inf entries, a non-symmetric ``gram`` or one with an
+        eigenvalue below ``-1e-8 max(1, lambda_max)`` (not positive semi-definite: the
+        certificate would not hold), or labels outside ``{-1, +1}`` / ``{0, 1}``.
     """
-    if not (isinstance(rtol, int | float) and rtol > 0):
-        raise ValueError(f"rtol must be a positive number; got {rtol!r}")
+    _check_rtol(rtol)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive int; got {max_iter!r}")
     gram_t = torch.as_tensor(np.asarray(gram) if not isinstance(gram, torch.Tensor) else gram)
@@ -150,6 +156,8 @@ def kernel_margin(
             f"labels must have shape {tuple(gram_t.shape[1:2])} or {tuple(gram_t.shape[:2])} "
             f"to match gram; got {tuple(labels_t.shape)}"
         )
+    if gram_t.shape[-1] == 0:
+        raise ValueError("gram must describe at least one point (n >= 1)")
     if not torch.isfinite(gram_t).all():
         raise ValueError("gram contains NaN or infinite values")
     if not torch.allclose(gram_t, gram_t.transpose(1, 2), rtol=1e-6, atol=1e-8):
@@ -186,6 +194,10 @@ def normalize_rows(x: torch.Tensor) -> torch.Tensor:
     with equality so that the margin does not depend on the pixel scale)."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError("x must be a floating-point torch.Tensor")
+    if x.dim() < 1:
+        raise ValueError("x must have shape (..., n, d)")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
     norms = x.norm(dim=-1, keepdim=True)
     if (norms == 0).any():
         raise ValueError("x has a zero row; it cannot be normalised")
@@ -216,6 +228,7 @@ def ntk_margin(
 
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ValueError("x must be a 2-D tensor of shape (n, d)")
+    _check_points(x)
     x = x.detach().to(device, torch.float64)
     if normalize:
         x = normalize_rows(x)
@@ -258,10 +271,12 @@ def sup_norm_margin(
     """
     if isinstance(n_directions, bool) or not isinstance(n_directions, int) or n_directions < 1:
         raise ValueError(f"n_directions must be a positive int; got {n_directions!r}")
-    if not (isinstance(rtol, int | float) and rtol > 0):
-        raise ValueError(f"rtol must be a positive number; got {rtol!r}")
+    _check_rtol(rtol)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int; got {max_iter!r}")
     if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
         raise ValueError("x must be a tensor of shape (n, d) or (B, n, d)")
+    _check_points(x)
     single = x.dim() == 2
     x = x.detach().to(device, torch.float64)
     y = torch.as_tensor(labels).detach().to(device, torch.float64)
@@ -315,6 +330,7 @@ def soft_label_width(gamma, eps, constant: float = 1.0):
         Target average loss.
     """
     gamma, eps = _check_gamma_eps(gamma, eps)
+    constant = _check_constant(constant)
     return constant / (gamma**2 * eps)
 
 
@@ -326,6 +342,7 @@ def hard_label_width(gamma, eps, constant: float = 1.0):
     once ``m = O(gamma^{-4} ln(1/eps))``.
     """
     gamma, eps = _check_gamma_eps(gamma, eps)
+    constant = _check_constant(constant)
     return constant * np.log(1.0 / eps) / gamma**4
 
 
@@ -340,6 +357,34 @@ def width_ratio(gamma, eps):
 
 
 # -- private helpers -------------------------------------------------------------------------------
+
+
+def _check_rtol(rtol) -> None:
+    if not (
+        isinstance(rtol, int | float)
+        and not isinstance(rtol, bool)
+        and rtol > 0
+        and np.isfinite(rtol)
+    ):
+        raise ValueError(f"rtol must be a finite positive number; got {rtol!r}")
+
+
+def _check_points(x: torch.Tensor) -> None:
+    """Inputs ``(..., n, d)``: floating point, at least one point of dimension >= 1, finite."""
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor; got dtype {x.dtype}")
+    if x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"x must hold at least one point of dimension >= 1; got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+
+
+def _check_constant(constant) -> float:
+    if isinstance(constant, bool) or not isinstance(constant, int | float | np.floating):
+        raise TypeError(f"constant must be a positive real number; got {type(constant).__name__}")
+    if not (np.isfinite(constant) and constant > 0):
+        raise ValueError(f"constant must be finite and > 0; got {constant!r}")
+    return float(constant)
 
 
 def _check_gamma_eps(gamma, eps):
@@ -388,7 +433,15 @@ def _min_quadratic_on_simplex(q_matrix: torch.Tensor, rtol: float, max_iter: int
     in the simplex and tightens the certificate, so the iteration stays a valid FISTA run.
     """
     batch, n, _ = q_matrix.shape
-    lipschitz = 2 * torch.linalg.eigvalsh(q_matrix)[:, -1].clamp(min=1e-12)  # of grad = 2 Q q
+    # Q = diag(y) K diag(y) has the eigenvalues of K (y = +-1): check K is PSD on the way
+    eigenvalues = torch.linalg.eigvalsh(q_matrix)
+    top = eigenvalues[:, -1]
+    if (eigenvalues[:, 0] < -1e-8 * top.abs().clamp(min=1.0)).any():
+        raise ValueError(
+            "gram must be positive semi-definite; min eigenvalue "
+            f"{float(eigenvalues[:, 0].min()):.3g}"
+        )
+    lipschitz = 2 * top.clamp(min=1e-12)  # of grad = 2 Q q
     step = (1.0 / lipschitz)[:, None]
     q = torch.full((batch, n), 1.0 / n, dtype=q_matrix.dtype, device=q_matrix.device)
     y, t = q.clone(), torch.ones(batch, 1, dtype=q_matrix.dtype, device=q_matrix.device)
