@@ -44,6 +44,14 @@ SCREENSHOTS_OF = [
         "[...document.querySelectorAll('div.cell')]"
         ".find(c => c.textContent.includes('temperature_explorer')).scrollIntoView()",
     ),
+    ("book/03_phuong_lampert.html", "03_phuong_lampert", None),
+    (
+        "book/06_label_averaging.html",
+        "06_label_averaging_widget",
+        "[...document.querySelectorAll('div.cell')]"
+        ".find(c => c.textContent.includes('label_averaging_explorer')).scrollIntoView()",
+    ),
+    ("book/90_claims_ledger.html", "90_claims_ledger", None),
     ("book/92_notation.html", "92_notation", None),
     ("book/93_glossary.html", "93_glossary", None),
 ]

@@ -48,7 +48,7 @@ from ..losses import binary_cross_entropy
 from ..models import DeepLinearStudent, LinearStudent
 from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import phuong_lampert as theory
-from ..train import train
+from ..train import auto_chunk_size, train
 from . import Experiment
 
 CHAPTER = "phuong-lampert"
@@ -484,10 +484,35 @@ class DeepLinearResult:
     initial_imbalance: float  # max_j |W_j^T W_j - W_{j+1} W_{j+1}^T| / |W_j|^2 at t = 0
 
 
+MAX_REDRAWS = 20  # redraws of initialisations that miss L(w(0)) < L(0) (see run_deep_linear)
+
+
+def _balanced_layers(
+    scales: np.ndarray, d: int, depth: int, width: int, gen: torch.Generator
+) -> list[torch.Tensor]:
+    """Fresh rank-one balanced layers for ``len(scales)`` replicas, replica ``r`` at scale
+    ``scales[r]``: ``depth`` tensors of shapes ``(R, d, width) ... (R, width, 1)``."""
+    rows = []
+    for value in scales:
+        block = DeepLinearStudent(
+            1,
+            d,
+            depth=depth,
+            width=width,
+            init_scale=float(value),
+            init="balanced",
+            generator=gen,
+            dtype=DTYPE,
+        )
+        rows.append([p.detach() for p in block.layers])
+    return [torch.cat([row[j] for row in rows]) for j in range(depth)]
+
+
 @single_cpu_thread
 def run_deep_linear(config: RunConfig) -> DeepLinearResult:
     """Deep linear students (rank-one balanced initialisation, sign chosen so that the loss at
-    initialisation is below the loss at zero) trained by gradient descent on soft labels."""
+    initialisation is below the loss at zero, redrawn where that fails) trained by gradient
+    descent on soft labels."""
     d = config.pick(16, 64)
     depth = 3
     width = config.pick(8, 32)
@@ -532,12 +557,26 @@ def run_deep_linear(config: RunConfig) -> DeepLinearResult:
             student.layers[j].copy_(torch.cat([blk[j] for blk in layers]).to(device))
         # L(w0) < L(0) to first order: w0 must point against grad L(0) = X^T (1/2 - y) / n
         grad_at_zero = (x.transpose(1, 2) @ ((0.5 - probs) * mask)[..., None])[..., 0]
-        w0 = student.end_to_end()[..., 0]
-        flip = (w0 * grad_at_zero).sum(-1) > 0
-        student.layers[-1][flip] *= -1
+
+        def point_downhill() -> torch.Tensor:
+            """Flip each replica's sign against grad L(0); return L(w(0)) - L(0)."""
+            w0 = student.end_to_end()[..., 0]
+            student.layers[-1][(w0 * grad_at_zero).sum(-1) > 0] *= -1
+            return binary_cross_entropy(student(x), probs, mask, check=False) - math.log(2)
+
+        # The theorem assumes L(w(0)) < L(0) = log 2. A direction nearly orthogonal to the
+        # gradient can miss it at the larger scales (second order wins): such replicas are drawn
+        # again, i.e. initialisations are sampled conditionally on the hypothesis.
+        initial_loss_gap = point_downhill()
+        for _ in range(MAX_REDRAWS):
+            bad = torch.nonzero(initial_loss_gap >= 0)[:, 0]
+            if len(bad) == 0:
+                break
+            fresh = _balanced_layers(scale[bad.cpu().numpy()], d, depth, width, gen)
+            for j, layer in enumerate(fresh):
+                student.layers[j][bad] = layer.to(device)
+            initial_loss_gap = point_downhill()
         w_init = student.end_to_end()[..., 0].clone()
-        # the theorem's hypotheses at t = 0: balanced layers, and L(w(0)) < L(0) = log 2
-        initial_loss_gap = binary_cross_entropy(student(x), probs, mask, check=False) - math.log(2)
         initial_imbalance = _imbalance(list(student.layers))
 
     projection = theory.linear_student_limit(x, w_star, None, mask)
@@ -824,6 +863,9 @@ def geometry_distributions() -> list[AngularDistribution]:
     ]
 
 
+GEOMETRY_COPIES = 6  # working copies of a seed's inputs in run_data_geometry (memory estimate)
+
+
 @single_cpu_thread
 def run_data_geometry(
     config: RunConfig, distributions: list[AngularDistribution] | None = None
@@ -840,18 +882,26 @@ def run_data_geometry(
     risk = np.zeros((len(distributions), len(sizes), seeds))
     above = np.zeros(risk.shape, dtype=bool)
     angle_error = 0.0
+    n_max = int(sizes.max())
+    # seeds in chunks that fit in memory: the inputs and the solver's intermediates, about
+    # GEOMETRY_COPIES copies of (n_max, d) float64 per seed (full scale: 8 GB of inputs alone)
+    chunk = auto_chunk_size(seeds, GEOMETRY_COPIES * n_max * d * 8, device)
     for g, dist in enumerate(tqdm(distributions, desc="geometries", leave=False)):
-        x, _ = sample_angular(seeds, int(sizes.max()), d, dist, gen, DTYPE, device)
-        probs = torch.sigmoid(x @ w_star)
-        for i, n in enumerate(sizes):
-            w = fit_distilled_linear(x[:, :n], probs[:, :n])
-            angle = theory.angle_between(w, w_star)
-            sub = slice(0, min(seeds, 64))  # the theory's SVD route, on a subset
-            reference = theory.angle_between(theory.span_projection(x[sub, :n], w_star), w_star)
-            angle_error = max(angle_error, float((angle[sub] - reference).abs().max()))
-            angle = angle.cpu().numpy()
-            risk[g, i] = theory.transfer_risk_of_angle(angle, d, dist)
-            above[g, i] = angle > dist.margin
+        for start in range(0, seeds, chunk):
+            part = slice(start, min(start + chunk, seeds))
+            x, _ = sample_angular(part.stop - start, n_max, d, dist, gen, DTYPE, device)
+            probs = torch.sigmoid(x @ w_star)
+            for i, n in enumerate(sizes):
+                w = fit_distilled_linear(x[:, :n], probs[:, :n])
+                angle = theory.angle_between(w, w_star)
+                if start == 0:  # the theory's SVD route, on a subset
+                    sub = slice(0, min(len(x), 64))
+                    projection = theory.span_projection(x[sub, :n], w_star)
+                    reference = theory.angle_between(projection, w_star)
+                    angle_error = max(angle_error, float((angle[sub] - reference).abs().max()))
+                angle = angle.cpu().numpy()
+                risk[g, i, part] = theory.transfer_risk_of_angle(angle, d, dist)
+                above[g, i, part] = angle > dist.margin
     bound = np.stack([theory.risk_bound(sizes, dist) for dist in distributions])
     rate = np.full(bound.shape, np.nan)
     for g, dist in enumerate(distributions):
