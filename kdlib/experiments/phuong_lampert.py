@@ -1093,12 +1093,18 @@ def run_monotonicity(config: RunConfig, hard_steps: int | None = None) -> Monoto
         exact = theory.angle_between(theory.span_projection(x[sub, :n], w_star), w_star)
         gap = max(gap, float((angle[sub] - exact).abs().max()))
         soft_angle[i] = angle.cpu().numpy()
-    mask = _prefix_mask(sizes, seeds, n_max, device)
-    x_rep = x.repeat(len(sizes), 1, 1)
-    hard_labels = (x_rep[..., 0] > 0).to(DTYPE)
-    lr = theory.gd_step_size(x_rep, mask)
-    w_hard = train_span_gd(x_rep, hard_labels, hard_steps, lr, mask, desc="hard-label students")
-    hard_angle = theory.angle_between(w_hard, w_star).cpu().numpy().reshape(len(sizes), seeds)
+    # hard-label students: one batched run over the seeds per training-set size (grouped by
+    # size rather than padded: a padded copy of every set for every size did not fit in 24 GB
+    # at full scale)
+    hard_labels = (x[..., 0] > 0).to(DTYPE)
+    hard_angle = np.zeros((len(sizes), seeds))
+    for i, n in enumerate(sizes):
+        prefix = x[:, :n]
+        lr = theory.gd_step_size(prefix)
+        w_hard = train_span_gd(
+            prefix, hard_labels[:, :n], hard_steps, lr, desc=f"hard-label students, n={n}"
+        )
+        hard_angle[i] = theory.angle_between(w_hard, w_star).cpu().numpy()
     return MonotonicityResult(
         d=d,
         distribution=distribution,
