@@ -1239,18 +1239,21 @@ def run_digits(config: RunConfig) -> DigitsResult:
     for i, n in enumerate(sizes):
         w = fit_distilled_linear(x[:, :n], torch.sigmoid(teacher_logits[:, :n]))
         soft[i] = ((x_test @ w.T > 0) != teacher_test[:, None]).to(DTYPE).mean(0).cpu().numpy()
-    mask = _prefix_mask(sizes, seeds, n_max, device)
-    x_rep = x.repeat(len(sizes), 1, 1)
-    hard_labels = (teacher_logits > 0).to(DTYPE).repeat(len(sizes), 1)
-    w_hard = train_span_gd(
-        x_rep, hard_labels, hard_steps, theory.gd_step_size(x_rep, mask), mask, "hard-label"
-    )
-    hard = ((x_test @ w_hard.T > 0) != teacher_test[:, None]).to(DTYPE).mean(0)
+    # hard-label students grouped by training-set size, as in run_monotonicity (a padded copy
+    # per size needs a (sizes x seeds, n_max, n_max) Gram matrix: 13 GB at full scale)
+    hard_labels = (teacher_logits > 0).to(DTYPE)
+    hard = np.zeros((len(sizes), seeds))
+    for i, n in enumerate(sizes):
+        prefix = x[:, :n]
+        lr = theory.gd_step_size(prefix)
+        w_hard = train_span_gd(prefix, hard_labels[:, :n], hard_steps, lr, desc=f"hard, n={n}")
+        wrong = (x_test @ w_hard.T > 0) != teacher_test[:, None]
+        hard[i] = wrong.to(DTYPE).mean(0).cpu().numpy()
     return DigitsResult(
         d=d,
         sizes=sizes,
         soft_risk=soft,
-        hard_risk=hard.view(len(sizes), seeds).cpu().numpy(),
+        hard_risk=hard,
         teacher_accuracy=teacher_accuracy,
         hard_steps=hard_steps,
         n_test=len(x_test),
