@@ -83,7 +83,9 @@ def test_bench_runs_at_a_tiny_size(monkeypatch, capsys):
     from kdlib import bench
 
     monkeypatch.setitem(
-        bench.SIZES, "small", {"n": 8, "d": 3, "width": 4, "replicas": 4, "loop_subset": 2, "repeats": 1}
+        bench.SIZES,
+        "small",
+        {"n": 8, "d": 3, "width": 4, "replicas": 4, "loop_subset": 2, "repeats": 1},
     )
     monkeypatch.setattr(bench, "STEPS", 3)
     assert bench.main("cpu", ["small"]) == 0
