@@ -2,7 +2,7 @@
 
 ``list``
     Chapter ids and their experiments.
-``reproduce <chapter>|all [--scale full] [--device cuda] [--out results]``
+``reproduce <chapter>|all [--scale full] [--device cuda] [--out results] [--only a,b]``
     Run every experiment of the chapter(s) (the same functions the notebooks call), with a progress
     bar; write figures (PNG) and a claims table per chapter under ``<out>/<scale>/<chapter>/``;
     cache each result on disk so an interrupted run resumes and re-plotting needs no retraining.
@@ -40,23 +40,36 @@ def _selected(chapter: str) -> list:
     return [get_chapter(chapter)]
 
 
+def _selected_experiments(modules: list, only: list[str] | None) -> list:
+    work = [(module, exp) for module in modules for exp in module.EXPERIMENTS]
+    if only is None:
+        return work
+    known = sorted({exp.name for _, exp in work})
+    unknown = sorted(set(only) - set(known))
+    if unknown or not only:
+        raise ValueError(f"only must name experiments of the chapter(s) {known}; got {only}")
+    return [(module, exp) for module, exp in work if exp.name in only]
+
+
 def run_chapters(
     chapter: str,
     config: RunConfig,
     out: Path,
     figures: bool = True,
     use_cache: bool = True,
+    only: list[str] | None = None,
 ) -> list[ClaimRecord]:
     """Run, cache, plot and check every experiment of ``chapter`` (or ``"all"``).
 
-    Returns every claim record (failed ones included: claims do not raise here, so one failure
-    does not hide the others). Ledger: ``<out>/<scale>/claims.json``.
+    ``only`` keeps the experiments of those names (see ``python -m kdlib list``). Returns every
+    claim record (failed ones included: claims do not raise here, so one failure does not hide
+    the others). Ledger: ``<out>/<scale>/claims.json``.
     """
     modules = _selected(chapter)
+    work = _selected_experiments(modules, only)
     code = code_hash()
     ledger = Ledger(out / config.scale / "claims.json")
     records: list[ClaimRecord] = []
-    work = [(module, exp) for module in modules for exp in module.EXPERIMENTS]
     bar = tqdm(work, desc="experiments", unit="exp")
     for module, experiment in bar:
         bar.set_postfix_str(f"{module.CHAPTER}/{experiment.name}")
@@ -107,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=f"{name} the book's experiments")
         if name == "reproduce":
             p.add_argument("chapter", help="a chapter id (see `list`) or 'all'")
+            p.add_argument(
+                "--only", default=None, help="comma-separated experiment names (see `list`)"
+            )
         p.add_argument(
             "--scale", default=None, help="quick or full (default: $KDLIB_SCALE or quick)"
         )
@@ -141,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = resolve(args.scale, args.device, args.seed)
         chapter = args.chapter if args.command == "reproduce" else "all"
-        _selected(chapter)  # validate the chapter id before any work
+        only = getattr(args, "only", None)
+        only = None if only is None else [name.strip() for name in only.split(",") if name]
+        _selected_experiments(_selected(chapter), only)  # validate before any work
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     print(f"scale={config.scale} device={config.device} seed={config.seed}", file=sys.stderr)
@@ -152,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             figures=args.command == "reproduce",
             use_cache=not args.no_cache,
+            only=only,
         )
     except KeyboardInterrupt:
         print(

@@ -55,6 +55,20 @@ def test_reproduce_writes_figures_claims_and_caches(fake, tmp_path, capsys):
     assert "1 passed, 0 failed" in capsys.readouterr().out
 
 
+def test_only_runs_the_named_experiments_and_rejects_unknown_names(monkeypatch, tmp_path, capsys):
+    calls = []
+    module = _fake_chapter(calls)
+    second = _fake_chapter(calls, predicted=2.0).EXPERIMENTS[0]  # would fail if it ran
+    module.EXPERIMENTS.append(Experiment("other", second.run, second.check, None))
+    monkeypatch.setattr(cli, "chapters", lambda: {"fake": module})
+    monkeypatch.setattr(cli, "get_chapter", lambda c: {"fake": module}[c])
+    argv = ["reproduce", "fake", "--out", str(tmp_path), "--device", "cpu", "--only", "only"]
+    assert cli.main(argv) == 0 and calls == ["quick"]
+    with pytest.raises(SystemExit):
+        cli.main(argv[:-1] + ["nope"])
+    assert "only must name experiments" in capsys.readouterr().err and calls == ["quick"]
+
+
 def test_failed_claim_gives_exit_status_1(monkeypatch, tmp_path):
     module = _fake_chapter([], predicted=2.0)
     monkeypatch.setattr(cli, "chapters", lambda: {"fake": module})

@@ -115,6 +115,7 @@ def train_wide_student(
     kernel_every: int | None = None,
     x_test: torch.Tensor | None = None,
     desc: str = "wide students",
+    progress: bool | None = None,
 ) -> Trajectory:
     """Full-batch gradient descent on ``1/(2n) |u - ytilde|^2`` (the mixed loss up to a constant)
     for every replica of a first-layer-trained :class:`~kdlib.models.TwoLayerReLU` at once, with
@@ -140,6 +141,9 @@ def train_wide_student(
         ``steps // 5``.
     x_test : Tensor, shape ``(R, n_test, d)``, optional
         Test inputs: their outputs after the last step are recorded.
+    desc, progress :
+        The tqdm bar's label, and whether to show it (default: for runs of at least 2000 steps;
+        the experiments show it at full scale, where a few hundred steps take minutes on a CPU).
     """
     if model.hidden_bias is not None or model.output.requires_grad or model.out_features != 1:
         raise ValueError("train_wide_student needs out_features=1, no bias, a fixed second layer")
@@ -171,7 +175,8 @@ def train_wide_student(
         drift.append(_op_norm(gram - first["gram"]))
         gain.append(rate64[:, 0] * torch.linalg.eigvalsh(gram)[..., -1] / n)
 
-    for step in tqdm(range(steps + 1), desc=desc, leave=False, disable=steps < 2000):
+    show = progress if progress is not None else steps >= 2000
+    for step in tqdm(range(steps + 1), desc=desc, leave=False, disable=not show):
         if step in kernel_steps:
             measure_kernel()
         pre = torch.matmul(x, weights.transpose(1, 2))  # (R, n, m)
@@ -310,6 +315,7 @@ def run_dynamics(config: RunConfig) -> DynamicsResult:
         lr_r.to(dev, dtype),
         steps,
         desc="dynamics",
+        progress=config.is_full,
     )
     all_steps = np.arange(steps + 1)
     predicted = torch.stack(
@@ -571,6 +577,7 @@ def run_convergence(config: RunConfig) -> ConvergenceResult:
             lr_r.to(dev, dtype),
             steps,
             desc=f"width {width}",
+            progress=config.is_full,
         )
         norms = (traj.outputs - target_r[None]).norm(dim=-1)  # (T+1, R)
         reached = norms <= threshold[None]
@@ -880,6 +887,7 @@ def run_generalization(config: RunConfig) -> GeneralizationResult:
         steps,
         x_test=x_test.to(dev, dtype).expand(replicas, *x_test.shape),
         desc="digits",
+        progress=config.is_full,
     )
     all_steps = np.arange(steps + 1)
 
