@@ -17,6 +17,9 @@ Models
 :class:`TwoLayerReLU`
     ``x -> m^{-1/2} relu(x V^T) a`` in NTK parametrisation, first layer trained, second layer
     fixed at random signs (or trained).
+:class:`ReplicaCNN`
+    A small convolutional network on images ``(n, C, H, W)``: the replicas are the groups of
+    grouped convolutions, so R networks still run as one program.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import make_generator
 
-__all__ = ["LinearStudent", "DeepLinearStudent", "TwoLayerReLU", "check_inputs"]
+__all__ = ["LinearStudent", "DeepLinearStudent", "TwoLayerReLU", "ReplicaCNN", "check_inputs"]
 
 
 def _check_positive_int(value, name: str) -> int:
@@ -296,3 +300,112 @@ class TwoLayerReLU(nn.Module):
         """Logits of shape ``(R, n, k)``."""
         hidden = torch.relu(self.features(x))
         return torch.matmul(hidden, self.output) / math.sqrt(self.width)
+
+
+class ReplicaCNN(nn.Module):
+    """R small convolutional networks, run as one program through grouped convolutions.
+
+    Each replica is ``conv3x3(C -> c) -> relu -> conv3x3(c -> c) -> relu -> avgpool(pool) ->
+    linear(c (H/pool) (W/pool) -> k)``, with ``same`` padding. Parameters are stored with the
+    replica axis first (``(R, c, C, 3, 3)``, ...) and reshaped to the weights of one grouped
+    convolution per layer, so a replica's output and gradient are exactly those it would have
+    alone. Weights start He-normal (``std = sqrt(2 / fan_in)``; the last layer
+    ``1 / sqrt(fan_in)``), biases at zero.
+
+    Parameters
+    ----------
+    replicas : int
+        R.
+    in_channels, channels, classes : int
+        C, the width c of both convolutional layers, and k.
+    image_size : (int, int)
+        (H, W), each divisible by ``pool``.
+    pool : int
+        Side of the average pooling window before the linear layer.
+    input_groups : int
+        G: the replicas form G consecutive blocks of R / G, and block g reads image set g when
+        the input has shape ``(G, n, C, H, W)`` (e.g. one noisy copy of the data per noise level).
+        With inputs ``(n, C, H, W)`` every replica reads the same images.
+    generator, seed, device, dtype :
+        As in :class:`TwoLayerReLU`.
+    """
+
+    def __init__(
+        self,
+        replicas: int,
+        in_channels: int,
+        channels: int,
+        image_size: tuple[int, int],
+        classes: int,
+        pool: int = 2,
+        input_groups: int = 1,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.replicas = _check_positive_int(replicas, "replicas")
+        self.in_channels = _check_positive_int(in_channels, "in_channels")
+        self.channels = _check_positive_int(channels, "channels")
+        self.classes = _check_positive_int(classes, "classes")
+        self.pool = _check_positive_int(pool, "pool")
+        self.input_groups = _check_positive_int(input_groups, "input_groups")
+        if replicas % input_groups:
+            raise ValueError(
+                f"replicas ({replicas}) must be a multiple of input_groups ({input_groups})"
+            )
+        try:
+            height, width = (int(side) for side in image_size)
+        except (TypeError, ValueError):
+            raise TypeError(f"image_size must be (H, W); got {image_size!r}") from None
+        if height < 1 or width < 1 or height % pool or width % pool:
+            raise ValueError(
+                f"image_size {image_size} must be positive and divisible by pool={pool}"
+            )
+        self.image_size = (height, width)
+        features = channels * (height // pool) * (width // pool)
+        gen = _generator(generator, seed)
+
+        def he(*shape: int, fan_in: int, gain: float = 2.0) -> nn.Parameter:
+            w = torch.randn(*shape, generator=gen, dtype=dtype) * math.sqrt(gain / fan_in)
+            return nn.Parameter(w.to(device))
+
+        def zeros(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.zeros(*shape, dtype=dtype, device=device))
+
+        r, c = replicas, channels
+        self.conv1 = he(r, c, in_channels, 3, 3, fan_in=9 * in_channels)
+        self.bias1 = zeros(r, c)
+        self.conv2 = he(r, c, c, 3, 3, fan_in=9 * c)
+        self.bias2 = zeros(r, c)
+        self.linear = he(r, features, classes, fan_in=features, gain=1.0)
+        self.bias3 = zeros(r, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(R, n, k)`` for images ``(n, C, H, W)`` or ``(G, n, C, H, W)``."""
+        r, c, groups = self.replicas, self.channels, self.input_groups
+        shape = (self.in_channels, *self.image_size)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError("x must be a floating-point torch.Tensor of images")
+        if x.dim() == 4 and tuple(x.shape[1:]) == shape:
+            x = x.repeat(1, groups, 1, 1) if groups > 1 else x
+        elif x.dim() == 5 and x.shape[0] == groups and tuple(x.shape[2:]) == shape:
+            x = x.transpose(0, 1).reshape(x.shape[1], groups * self.in_channels, *shape[1:])
+        else:
+            raise ValueError(
+                f"x must have shape (n, {', '.join(map(str, shape))}) or "
+                f"({groups}, n, {', '.join(map(str, shape))}); got {tuple(x.shape)}"
+            )
+        if x.device != self.conv1.device or x.dtype != self.conv1.dtype:
+            raise ValueError(
+                f"x is {x.dtype} on {x.device}; the model is {self.conv1.dtype} on "
+                f"{self.conv1.device}"
+            )
+        h = F.conv2d(x, self.conv1.reshape(r * c, *self.conv1.shape[2:]), padding=1, groups=groups)
+        h = torch.relu(h + self.bias1.reshape(1, r * c, 1, 1))
+        h = F.conv2d(h, self.conv2.reshape(r * c, c, 3, 3), padding=1, groups=r)
+        h = torch.relu(h + self.bias2.reshape(1, r * c, 1, 1))
+        h = F.avg_pool2d(h, self.pool)  # (n, R c, H', W')
+        h = h.reshape(h.shape[0], r, -1).transpose(0, 1)  # (R, n, c H' W')
+        return torch.matmul(h, self.linear) + self.bias3[:, None, :]

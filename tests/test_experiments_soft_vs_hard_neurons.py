@@ -35,7 +35,7 @@ def _claims(config):
 
 def test_chapter_is_registered():
     assert get_chapter("soft-vs-hard-neurons") is chapter
-    assert [e.name for e in chapter.EXPERIMENTS] == ["margins", "accuracy", "neurons"]
+    assert [e.name for e in chapter.EXPERIMENTS] == ["margins", "accuracy", "neurons", "deep"]
 
 
 def test_margins_claims_pass(margins, config):
@@ -155,7 +155,76 @@ def test_full_scale_reads_mnist_pairs_from_disk(tmp_path, monkeypatch):
     torch.testing.assert_close(tasks.x_train.norm(dim=-1), torch.ones(2, 60), rtol=1e-5, atol=1e-5)
 
 
-def test_full_scale_without_mnist_raises_a_clear_error(monkeypatch):
+def test_full_scale_without_mnist_raises_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("KDLIB_MNIST", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no fetched copy either
     with pytest.raises(FileNotFoundError, match="KDLIB_MNIST"):
         chapter.load_pair_tasks(resolve("full", "cpu"), pairs=[(3, 8)])
+
+
+# -- the deep section (its quick run is exercised by the chapter's notebook) --------------------
+
+
+def _deep_result(teacher_accuracy, soft_gain=0.0) -> chapter.DeepResult:
+    rng = np.random.default_rng(0)
+    hard = rng.uniform(0.3, 0.9, size=(3, 4, 5))  # (P, W, S)
+    return chapter.DeepResult(
+        dataset="fake",
+        noise=np.array([0.0, 1.0, 2.0]),
+        widths=np.array([1, 2, 4, 8]),
+        teacher_channels=16,
+        teacher_accuracy=np.asarray(teacher_accuracy, dtype=float),
+        teacher_entropy=np.array([0.1, 0.4, 0.9]),
+        test_accuracy=np.stack([hard + soft_gain, hard]),
+        train_loss=np.stack([np.full((3, 4, 5), 0.5), np.full((3, 4, 5), 0.8)]),
+        steps=10,
+        batch_size=4,
+        lr=0.1,
+        n_train=40,
+        n_test=20,
+    )
+
+
+def test_deep_check_fails_when_noise_does_not_make_the_task_harder(config):
+    chapter.check_deep(_deep_result([0.9, 0.8, 0.5]), _claims(config))
+    with pytest.raises(ClaimFailed, match="teacher's test accuracy falls"):
+        chapter.check_deep(_deep_result([0.9, 0.92, 0.5]), _claims(config))
+
+
+def test_deep_observations_follow_the_paired_gain(config):
+    claims = _claims(config)
+    chapter.check_deep(_deep_result([0.9, 0.8, 0.5], soft_gain=0.02), claims)
+    verdicts = [r.verdict for r in claims.records]
+    assert verdicts[0] == "pass" and verdicts[1] == "agrees"
+    claims = _claims(config)
+    chapter.check_deep(_deep_result([0.9, 0.8, 0.5], soft_gain=-0.02), claims)
+    assert claims.records[1].verdict == "disagrees"
+    np.testing.assert_allclose(chapter.deep_gain(_deep_result([1, 0, 0], 0.02)), 0.02)
+    kl = chapter.deep_objectives(_deep_result([1, 0, 0]))[0]
+    np.testing.assert_allclose(kl[:, 0, 0], 0.5 - np.array([0.1, 0.4, 0.9]))
+    assert "sigma 2" in chapter.describe_deep(_deep_result([0.9, 0.8, 0.5]))
+
+
+def test_noisy_copies_are_seeded_and_exact_without_noise():
+    x = torch.randn(6, 1, 4, 4)
+    copies = chapter.noisy_copies(x, np.array([0.0, 1.0]), seed=3)
+    assert copies.shape == (2, 6, 1, 4, 4)
+    torch.testing.assert_close(copies[0], x)
+    torch.testing.assert_close(copies, chapter.noisy_copies(x, np.array([0.0, 1.0]), seed=3))
+    assert (copies[1] - x).std() > 0.5
+
+
+def test_image_task_standardises_digits_and_reads_cifar_at_full_scale(tmp_path, monkeypatch):
+    import pickle
+
+    name, x_train, y_train, x_test, y_test = chapter.image_task(resolve("quick", "cpu"))
+    assert name == "8x8 digits" and x_train.shape[1:] == (1, 8, 8)
+    assert abs(float(x_train.mean())) < 1e-5 and abs(float(x_train.std()) - 1) < 1e-3
+    rng = np.random.default_rng(0)
+    for batch in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [0, 1, 2]}
+        (tmp_path / batch).write_bytes(pickle.dumps(data, protocol=2))
+    monkeypatch.setenv("KDLIB_CIFAR10", str(tmp_path))
+    name, x_train, y_train, x_test, _ = chapter.image_task(resolve("full", "cpu"))
+    assert name == "CIFAR-10" and x_train.shape == (15, 3, 32, 32) and x_test.shape[0] == 3
+    torch.testing.assert_close(x_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Split", "load_digits_split"]
+__all__ = ["Split", "load_digits_split", "digit_images"]
 
 
 @dataclass
@@ -129,3 +129,32 @@ def load_digits_split(
         torch.as_tensor(y[test_mask]),
         classes,
     )
+
+
+def digit_images(
+    n_train: int = 1000, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8x8 digits as one-channel images ``(n, 1, 8, 8)`` in ``[0, 1]``, split into
+    about ``n_train`` training images (each class keeps its share, drawn with ``seed``) and the
+    rest for testing.
+
+    Returns
+    -------
+    x_train, y_train, x_test, y_test : Tensor
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    labels = digits.target.astype(np.int64)
+    total = labels.size
+    if isinstance(n_train, bool) or not isinstance(n_train, int) or not 10 <= n_train <= total - 10:
+        raise ValueError(f"n_train must be an int in 10..{total - 10}; got {n_train!r}")
+    rng = np.random.default_rng(seed)
+    train = np.zeros(total, dtype=bool)
+    for c in range(10):  # each class keeps its share of the training set
+        members = rng.permutation(np.flatnonzero(labels == c))
+        train[members[: round(n_train * members.size / total)]] = True
+    images = torch.as_tensor(digits.images / 16.0, dtype=dtype)[:, None]
+    y = torch.as_tensor(labels)
+    keep, rest = torch.as_tensor(train), torch.as_tensor(~train)
+    return images[keep], y[keep], images[rest], y[rest]

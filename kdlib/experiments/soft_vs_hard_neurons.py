@@ -41,10 +41,10 @@ from tqdm.auto import tqdm
 from ..claims import Claims, fit_slope
 from ..config import RunConfig
 from ..data import Split, load_digits_split
-from ..losses import binary_cross_entropy
-from ..models import TwoLayerReLU
+from ..losses import binary_cross_entropy, soft_cross_entropy
+from ..models import ReplicaCNN, TwoLayerReLU
 from ..ntk import empirical_ntk, relu_ntk
-from ..plots import ROLE_COLORS, figure, plot_measured, plot_predicted
+from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import soft_vs_hard as theory
 from ..train import train
 from . import Experiment
@@ -771,8 +771,332 @@ def _pair(result, p: int) -> str:
     return f"{a}-vs-{b}"
 
 
+# -- deep networks: small convolutional students on images with added input noise -------------
+
+
+@dataclass
+class DeepResult:
+    """Convolutional students of several widths on soft vs hard labels, at several noise levels.
+
+    Attributes
+    ----------
+    dataset : str
+    noise : ndarray ``(P,)``
+        Standard deviation of the Gaussian noise added to the standardised images (train and
+        test; one fixed draw per image, so the noise is part of the data set).
+    widths : ndarray ``(W,)``
+        Channels of the students' two convolutional layers.
+    teacher_channels : int
+    teacher_accuracy : ndarray ``(P,)``
+        Test accuracy of the teacher of each noise level (a wide network on hard labels).
+    teacher_entropy : ndarray ``(P,)``
+        Mean entropy of its probabilities on the training images (a soft-label student's
+        cross-entropy minus this is its KL divergence to the teacher).
+    test_accuracy : ndarray ``(2, P, W, S)``
+        Soft-label (index 0) and hard-label (index 1) students; students of the same noise level,
+        width and seed share their initial weights.
+    train_loss : ndarray ``(2, P, W, S)``
+        Each student's final training loss (cross-entropy against its own targets).
+    steps, batch_size, lr, n_train, n_test : int, int, float, int, int
+    """
+
+    dataset: str
+    noise: np.ndarray
+    widths: np.ndarray
+    teacher_channels: int
+    teacher_accuracy: np.ndarray
+    teacher_entropy: np.ndarray
+    test_accuracy: np.ndarray
+    train_loss: np.ndarray
+    steps: int
+    batch_size: int
+    lr: float
+    n_train: int
+    n_test: int
+
+
+def image_task(
+    config: RunConfig,
+) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The images of the deep section, standardised with the training set's channel statistics:
+    8x8 digits at quick scale (``(n, 1, 8, 8)``, 10 classes), CIFAR-10 at full scale
+    (``(50000, 3, 32, 32)``, read by :func:`kdlib.data.cifar.load_cifar10`)."""
+    if config.is_full:
+        from ..data.cifar import load_cifar10
+
+        arrays = load_cifar10()
+        x_train, x_test = (torch.as_tensor(a, dtype=torch.float32) / 255 for a in arrays[::2])
+        y_train, y_test = (torch.as_tensor(a) for a in arrays[1::2])
+        name = "CIFAR-10"
+    else:
+        from ..data.digits import digit_images
+
+        x_train, y_train, x_test, y_test = digit_images(n_train=1000, seed=config.seed)
+        name = "8x8 digits"
+    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_train.std(dim=(0, 2, 3), keepdim=True)
+    return name, (x_train - mean) / std, y_train, (x_test - mean) / std, y_test
+
+
+def noisy_copies(x: torch.Tensor, noise: np.ndarray, seed: int) -> torch.Tensor:
+    """One copy of the images ``(n, C, H, W)`` per noise level, ``x + sigma_p z_p``: ``(P, n, C,
+    H, W)``, with a seeded CPU draw (the same data on every device)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(len(noise), *x.shape, generator=gen, dtype=x.dtype)
+    return x[None] + torch.as_tensor(noise, dtype=x.dtype).view(-1, 1, 1, 1, 1) * z
+
+
+def _fit_images(model, x, targets, steps, lr, batch_size, seed, desc, progress):
+    """SGD on the cross-entropy of every replica against its own target distribution
+    ``targets (R, n, k)`` (one-hot rows for hard labels), on minibatches shared by all replicas."""
+    n = x.shape[1]
+
+    def loss(m, batch):
+        if batch is None:  # the final full-data loss, in chunks to bound memory
+            parts = [
+                soft_cross_entropy(m(x[:, i : i + batch_size]), targets[:, i : i + batch_size])
+                * min(batch_size, n - i)
+                for i in range(0, n, batch_size)
+            ]
+            return torch.stack(parts).sum(0) / n
+        return soft_cross_entropy(m(x[:, batch]), targets[:, batch], check=False)
+
+    return train(
+        model,
+        loss,
+        steps,
+        lr,
+        record_every=steps,
+        batch_size=min(batch_size, n),
+        n_samples=n,
+        generator=torch.Generator().manual_seed(seed),
+        progress=progress,
+        desc=desc,
+    )
+
+
+@torch.no_grad()
+def _predict(model, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Predicted classes ``(R, n)`` of images ``(P, n, ...)``, in chunks of images."""
+    return torch.cat(
+        [model(x[:, i : i + chunk]).argmax(-1) for i in range(0, x.shape[1], chunk)], dim=1
+    )
+
+
+def run_deep(config: RunConfig) -> DeepResult:
+    """One wide teacher per noise level, then soft and hard students of every width (noise x
+    seeds x kinds as replicas of one :class:`~kdlib.models.ReplicaCNN` per width)."""
+    name, x_train, y_train, x_test, y_test = image_task(config)
+    noise = np.array(config.pick([0.0, 1.0, 2.0], [0.0, 0.5, 1.0, 2.0]))
+    widths = np.array(config.pick([1, 2, 4], [2, 4, 8, 16, 32, 64]))
+    seeds = config.pick(4, 4)
+    teacher_channels = config.pick(16, 128)
+    steps, teacher_steps = config.pick((250, 400), (8000, 16000))
+    batch_size, lr = config.pick(100, 128), 0.05
+    pool = config.pick(2, 4)
+    dev, P = config.device, len(noise)
+    xs = noisy_copies(x_train, noise, config.seed + 11).to(dev)
+    xs_test = noisy_copies(x_test, noise, config.seed + 12).to(dev)
+    y_train, y_test = y_train.to(dev), y_test.to(dev)
+    shape = dict(in_channels=x_train.shape[1], image_size=tuple(x_train.shape[2:]), classes=10)
+    chunk = 1000
+
+    teacher = ReplicaCNN(
+        P,
+        channels=teacher_channels,
+        pool=pool,
+        input_groups=P,
+        seed=config.seed + 13,
+        device=dev,
+        **shape,
+    )
+    one_hot = torch.nn.functional.one_hot(y_train, 10).to(xs.dtype)
+    _fit_images(
+        teacher,
+        xs,
+        one_hot.expand(P, -1, -1),
+        teacher_steps,
+        lr,
+        batch_size,
+        config.seed + 14,
+        "teacher",
+        config.is_full,
+    )
+    with torch.no_grad():
+        probs = torch.cat(
+            [teacher(xs[:, i : i + chunk]).softmax(-1) for i in range(0, xs.shape[1], chunk)], 1
+        )  # (P, n, 10): the soft labels
+    teacher_acc = (_predict(teacher, xs_test, chunk) == y_test).float().mean(-1)
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean(-1)  # (P,)
+    # replica (p, s, k): soft targets for k = 0, one-hot labels for k = 1
+    targets = torch.stack(
+        [probs[:, None].expand(-1, seeds, -1, -1), one_hot.expand(P, seeds, -1, -1)], dim=2
+    ).reshape(P * seeds * 2, *probs.shape[1:])
+
+    acc = np.zeros((P, seeds, 2, len(widths)))
+    loss = np.zeros_like(acc)
+    for j, width in enumerate(tqdm(widths, desc="student widths", leave=False)):
+        student = ReplicaCNN(
+            P * seeds * 2,
+            channels=int(width),
+            pool=pool,
+            input_groups=P,
+            seed=config.seed + 200 + int(width),
+            device=dev,
+            **shape,
+        )
+        with torch.no_grad():  # soft and hard student of each (noise, seed) start equal
+            for param in student.parameters():
+                view = param.view(P, seeds, 2, *param.shape[1:])
+                view[:, :, 1] = view[:, :, 0]
+        fit = _fit_images(
+            student,
+            xs,
+            targets,
+            steps,
+            lr,
+            batch_size,
+            config.seed + 15,
+            f"width {width}",
+            config.is_full,
+        )
+        correct = _predict(student, xs_test, chunk) == y_test
+        acc[..., j] = correct.float().mean(-1).view(P, seeds, 2).cpu().numpy()
+        loss[..., j] = fit.final_loss.view(P, seeds, 2).numpy()
+    kind_first = (2, 0, 3, 1)  # (P, S, 2, W) -> (2, P, W, S)
+    return DeepResult(
+        dataset=name,
+        noise=noise,
+        widths=widths,
+        teacher_channels=teacher_channels,
+        teacher_accuracy=teacher_acc.cpu().numpy(),
+        teacher_entropy=entropy.cpu().numpy(),
+        test_accuracy=acc.transpose(kind_first),
+        train_loss=loss.transpose(kind_first),
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        n_train=int(x_train.shape[0]),
+        n_test=int(x_test.shape[0]),
+    )
+
+
+def deep_gain(result: DeepResult) -> np.ndarray:
+    """Test-accuracy gain of soft over hard labels at the smaller half of the widths, paired by
+    initial weights: ``(P, S)``."""
+    small = np.arange(max(1, len(result.widths) // 2))
+    return (result.test_accuracy[0] - result.test_accuracy[1])[:, small].mean(1)
+
+
+def deep_objectives(result: DeepResult) -> np.ndarray:
+    """Final training objective against each kind's own targets, ``(2, P, W, S)``: the soft
+    students' KL divergence to the teacher, the hard students' cross-entropy to the labels."""
+    kl = result.train_loss[0] - result.teacher_entropy[:, None, None]
+    return np.stack([kl, result.train_loss[1]])
+
+
+def check_deep(result: DeepResult, claims: Claims) -> None:
+    """The noise knob works (a claim: the teacher gets worse as the noise grows); the paper's
+    deep-network observations are recorded, not enforced."""
+    claims.monotone(
+        "added noise makes the task harder: the teacher's test accuracy falls as the noise grows",
+        result.noise,
+        result.teacher_accuracy,
+        direction="decreasing",
+        strict=True,
+        why="the precondition of the comparison: harder tasks (smaller margins) at larger noise",
+    )
+    gain = deep_gain(result)
+    small = ", ".join(str(w) for w in result.widths[: max(1, len(result.widths) // 2)])
+    with claims.observing():
+        claims.at_least(
+            f"observation (deep students, {result.dataset}): soft - hard test accuracy, "
+            f"students of width {small} (lower 95% bound)",
+            measured=_lower_confidence_bound(gain),
+            bound=0.0,
+            why="the paper's deep-network observation; one-sided t bound over noise levels x "
+            "seeds of the paired accuracy difference",
+        )
+    with claims.observing():
+        claims.ordered(
+            f"observation (deep students, {result.dataset}): the soft-label gain is larger at the "
+            "largest noise than without noise",
+            {
+                "gain without noise": float(gain[0].mean()),
+                "gain at most noise": float(gain[-1].mean()),
+            },
+            order=["gain without noise", "gain at most noise"],
+            why="harder tasks should favour soft labels more (seed means of paired differences)",
+        )
+    objective = deep_objectives(result)
+    with claims.observing():
+        claims.at_least(
+            f"observation (deep students, {result.dataset}): hard-label cross-entropy minus "
+            "soft-label KL after training, mean over noise levels and widths",
+            measured=float((objective[1] - objective[0]).mean()),
+            bound=0.0,
+            why="the theorems' quantity: each student's loss against its own targets",
+        )
+
+
+def describe_deep(result: DeepResult) -> str:
+    """The deep-network comparison in plain sentences, with its numbers (for the chapter)."""
+    gain = deep_gain(result)
+    small = ", ".join(str(w) for w in result.widths[: max(1, len(result.widths) // 2)])
+    per_noise = "; ".join(
+        f"sigma {sigma:g}: teacher {100 * acc:.1f}%, gain {100 * g.mean():+.2f} points"
+        for sigma, acc, g in zip(result.noise, result.teacher_accuracy, gain, strict=True)
+    )
+    widest = result.test_accuracy[:, :, -1].mean(-1)  # (2, P)
+    return (
+        f"{result.dataset}, {result.n_train} training and {result.n_test} test images, "
+        f"{gain.shape[1]} paired seeds. Soft - hard test accuracy at width {small}: {per_noise}. "
+        f"Widest students ({result.widths[-1]} channels), soft / hard: "
+        + ", ".join(
+            f"sigma {sigma:g} {100 * a:.1f}% / {100 * b:.1f}%"
+            for sigma, a, b in zip(result.noise, widest[0], widest[1], strict=True)
+        )
+        + "."
+    )
+
+
+def plot_deep(result: DeepResult):
+    """Test accuracy against width at each noise level (soft solid, hard dashed, teacher dotted),
+    and the soft-label gain at small widths against the noise."""
+    fig, axes = figure(2, 1, width=5.0, height=3.6)
+    ax = axes[0][0]
+    colors = [PALETTE["blue"], PALETTE["orange"], PALETTE["vermillion"], PALETTE["purple"]]
+    for p, sigma in enumerate(result.noise):
+        color = colors[p % len(colors)]
+        for k, style in ((0, "-"), (1, "--")):
+            mean = result.test_accuracy[k, p].mean(-1)
+            label = rf"$\sigma$={sigma:g} " + _KINDS[k]
+            ax.plot(result.widths, mean, style, marker="o", ms=3, color=color, label=label)
+        ax.axhline(result.teacher_accuracy[p], ls=":", color=color, lw=1)
+    ax.set(
+        xscale="log",
+        xlabel="student channels",
+        ylabel="test accuracy",
+        title=f"{result.dataset}; dotted: teacher ({result.teacher_channels} channels)",
+    )
+    _width_axis(ax, result.widths)
+    ax.legend(fontsize=7, ncol=2)
+    ax = axes[0][1]
+    plot_measured(ax, result.noise, deep_gain(result), "soft - hard", ROLE_COLORS["kd"])
+    ax.axhline(0.0, color="grey", lw=1)
+    ax.set(
+        xlabel=r"noise $\sigma$ (harder $\rightarrow$)",
+        ylabel="accuracy gain of soft labels",
+        title="Gain at small widths",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 EXPERIMENTS = [
     Experiment("margins", run_margins, check_margins, plot_margins),
     Experiment("accuracy", run_students, check_accuracy, plot_accuracy),
     Experiment("neurons", run_students, check_neurons, plot_neurons),
+    Experiment("deep", run_deep, check_deep, plot_deep),
 ]
