@@ -6,7 +6,8 @@
     Run every experiment of the chapter(s) (the same functions the notebooks call), with a progress
     bar; write figures (PNG) and a claims table per chapter under ``<out>/<scale>/<chapter>/``;
     cache each result on disk so an interrupted run resumes and re-plotting needs no retraining.
-    Exits with status 1 if any claim failed.
+    Exits with status 1 if any claim failed, 2 if an experiment could not run because its data
+    (MNIST, CIFAR-10: full scale of chapter 4) are not on disk; the other experiments still run.
 ``claims [--scale quick]``
     Run every experiment headless and print every claim as a table (no figures); exit 1 on a
     failed claim.
@@ -58,10 +59,13 @@ def run_chapters(
     figures: bool = True,
     use_cache: bool = True,
     only: list[str] | None = None,
+    skipped: list[str] | None = None,
 ) -> list[ClaimRecord]:
     """Run, cache, plot and check every experiment of ``chapter`` (or ``"all"``).
 
-    ``only`` keeps the experiments of those names (see ``python -m kdlib list``). Returns every
+    ``only`` keeps the experiments of those names (see ``python -m kdlib list``). If ``skipped``
+    is a list, an experiment whose data are not on disk (``FileNotFoundError``: MNIST, CIFAR-10)
+    is reported there and the others still run; otherwise the error propagates. Returns every
     claim record (failed ones included: claims do not raise here, so one failure does not hide
     the others). Ledger: ``<out>/<scale>/claims.json``.
     """
@@ -77,13 +81,20 @@ def run_chapters(
         cache = ResultCache(folder / "cache")
         key = cache_key(module.CHAPTER, experiment.name, config, code)
         start = time.perf_counter()
-        with interrupts_propagate():  # Ctrl-C: stop, never cache a half-trained result
-            if use_cache:
-                result, hit = cache.get_or_run(
-                    experiment.name, key, lambda e=experiment: e.run(config)
-                )
-            else:
-                result, hit = experiment.run(config), False
+        try:
+            with interrupts_propagate():  # Ctrl-C: stop, never cache a half-trained result
+                if use_cache:
+                    result, hit = cache.get_or_run(
+                        experiment.name, key, lambda e=experiment: e.run(config)
+                    )
+                else:
+                    result, hit = experiment.run(config), False
+        except FileNotFoundError as err:
+            if skipped is None:
+                raise
+            skipped.append(f"{module.CHAPTER}/{experiment.name}: {err}")
+            tqdm.write(f"{module.CHAPTER}/{experiment.name}: skipped, its data are missing")
+            continue
         elapsed = time.perf_counter() - start
         claims = Claims(module.CHAPTER, config, ledger=ledger, raise_on_fail=False)
         experiment.check(result, claims)
@@ -163,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     print(f"scale={config.scale} device={config.device} seed={config.seed}", file=sys.stderr)
+    skipped: list[str] = []
     try:
         records = run_chapters(
             chapter,
@@ -171,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
             figures=args.command == "reproduce",
             use_cache=not args.no_cache,
             only=only,
+            skipped=skipped,
         )
     except KeyboardInterrupt:
         print(
             "\ninterrupted: finished experiments are cached; run again to resume", file=sys.stderr
         )
         return 130
-    return _report(records)
+    status = _report(records)
+    for line in skipped:
+        print(f"not run, data missing: {line}", file=sys.stderr)
+    return status or (2 if skipped else 0)
 
 
 if __name__ == "__main__":

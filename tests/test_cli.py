@@ -69,6 +69,23 @@ def test_only_runs_the_named_experiments_and_rejects_unknown_names(monkeypatch, 
     assert "only must name experiments" in capsys.readouterr().err and calls == ["quick"]
 
 
+def test_missing_data_skips_that_experiment_only_with_exit_status_2(monkeypatch, tmp_path, capsys):
+    calls = []
+    module = _fake_chapter(calls)
+
+    def needs_data(config):
+        raise FileNotFoundError("no MNIST here; run fetch-mnist")
+
+    module.EXPERIMENTS.insert(0, Experiment("data", needs_data, lambda r, c: None, None))
+    monkeypatch.setattr(cli, "chapters", lambda: {"fake": module})
+    monkeypatch.setattr(cli, "get_chapter", lambda c: {"fake": module}[c])
+    assert cli.main(["reproduce", "fake", "--out", str(tmp_path), "--device", "cpu"]) == 2
+    assert calls == ["quick"]  # the experiment after it still ran
+    assert "fake/data: no MNIST here; run fetch-mnist" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):  # library callers see the error itself
+        cli.run_chapters("fake", cli.resolve("quick", "cpu"), tmp_path)
+
+
 def test_failed_claim_gives_exit_status_1(monkeypatch, tmp_path):
     module = _fake_chapter([], predicted=2.0)
     monkeypatch.setattr(cli, "chapters", lambda: {"fake": module})
