@@ -228,3 +228,16 @@ def test_image_task_standardises_digits_and_reads_cifar_at_full_scale(tmp_path, 
     name, x_train, y_train, x_test, _ = chapter.image_task(resolve("full", "cpu"))
     assert name == "CIFAR-10" and x_train.shape == (15, 3, 32, 32) and x_test.shape[0] == 3
     torch.testing.assert_close(x_train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+
+
+def test_image_chunks_bound_memory_and_do_not_change_outputs(monkeypatch):
+    from kdlib.models import ReplicaCNN
+
+    model = ReplicaCNN(4, 1, 2, (8, 8), 10, input_groups=2, seed=0)
+    assert chapter.image_chunk(model, budget_bytes=2 * 4 * 4 * 2 * 64 * 5) == 5
+    assert chapter.image_chunk(model, budget_bytes=1) == 1
+    x = torch.randn(2, 11, 1, 8, 8)
+    whole = chapter._outputs(model, x)
+    monkeypatch.setattr(chapter, "image_chunk", lambda m: 3)
+    torch.testing.assert_close(chapter._outputs(model, x), whole)
+    torch.testing.assert_close(whole, model(x).detach())

@@ -849,14 +849,14 @@ def noisy_copies(x: torch.Tensor, noise: np.ndarray, seed: int) -> torch.Tensor:
 def _fit_images(model, x, targets, steps, lr, batch_size, seed, desc, progress):
     """SGD on the cross-entropy of every replica against its own target distribution
     ``targets (R, n, k)`` (one-hot rows for hard labels), on minibatches shared by all replicas."""
-    n = x.shape[1]
+    n, chunk = x.shape[1], image_chunk(model)
 
     def loss(m, batch):
         if batch is None:  # the final full-data loss, in chunks to bound memory
             parts = [
-                soft_cross_entropy(m(x[:, i : i + batch_size]), targets[:, i : i + batch_size])
-                * min(batch_size, n - i)
-                for i in range(0, n, batch_size)
+                soft_cross_entropy(m(x[:, i : i + chunk]), targets[:, i : i + chunk])
+                * min(chunk, n - i)
+                for i in range(0, n, chunk)
             ]
             return torch.stack(parts).sum(0) / n
         return soft_cross_entropy(m(x[:, batch]), targets[:, batch], check=False)
@@ -875,12 +875,19 @@ def _fit_images(model, x, targets, steps, lr, batch_size, seed, desc, progress):
     )
 
 
+def image_chunk(model: ReplicaCNN, budget_bytes: int = 2**31) -> int:
+    """How many images one forward pass of ``model`` may take so that its two convolutional
+    activations (all replicas, float32) stay within ``budget_bytes``."""
+    height, width = model.image_size
+    per_image = 2 * 4 * model.replicas * model.channels * height * width
+    return max(1, min(1000, budget_bytes // per_image))
+
+
 @torch.no_grad()
-def _predict(model, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Predicted classes ``(R, n)`` of images ``(P, n, ...)``, in chunks of images."""
-    return torch.cat(
-        [model(x[:, i : i + chunk]).argmax(-1) for i in range(0, x.shape[1], chunk)], dim=1
-    )
+def _outputs(model: ReplicaCNN, x: torch.Tensor) -> torch.Tensor:
+    """Logits ``(R, n, k)`` of images ``(P, n, ...)``, in memory-sized chunks of images."""
+    chunk = image_chunk(model)
+    return torch.cat([model(x[:, i : i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
 
 
 def run_deep(config: RunConfig) -> DeepResult:
@@ -899,7 +906,6 @@ def run_deep(config: RunConfig) -> DeepResult:
     xs_test = noisy_copies(x_test, noise, config.seed + 12).to(dev)
     y_train, y_test = y_train.to(dev), y_test.to(dev)
     shape = dict(in_channels=x_train.shape[1], image_size=tuple(x_train.shape[2:]), classes=10)
-    chunk = 1000
 
     teacher = ReplicaCNN(
         P,
@@ -922,11 +928,8 @@ def run_deep(config: RunConfig) -> DeepResult:
         "teacher",
         config.is_full,
     )
-    with torch.no_grad():
-        probs = torch.cat(
-            [teacher(xs[:, i : i + chunk]).softmax(-1) for i in range(0, xs.shape[1], chunk)], 1
-        )  # (P, n, 10): the soft labels
-    teacher_acc = (_predict(teacher, xs_test, chunk) == y_test).float().mean(-1)
+    probs = _outputs(teacher, xs).softmax(-1)  # (P, n, 10): the soft labels
+    teacher_acc = (_outputs(teacher, xs_test).argmax(-1) == y_test).float().mean(-1)
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean(-1)  # (P,)
     # replica (p, s, k): soft targets for k = 0, one-hot labels for k = 1
     targets = torch.stack(
@@ -960,7 +963,7 @@ def run_deep(config: RunConfig) -> DeepResult:
             f"width {width}",
             config.is_full,
         )
-        correct = _predict(student, xs_test, chunk) == y_test
+        correct = _outputs(student, xs_test).argmax(-1) == y_test
         acc[..., j] = correct.float().mean(-1).view(P, seeds, 2).cpu().numpy()
         loss[..., j] = fit.final_loss.view(P, seeds, 2).numpy()
     kind_first = (2, 0, 3, 1)  # (P, S, 2, W) -> (2, P, W, S)
