@@ -901,17 +901,17 @@ def run_deep(config: RunConfig) -> DeepResult:
     steps, teacher_steps = config.pick((250, 400), (8000, 16000))
     batch_size, lr = config.pick(100, 128), 0.05
     pool = config.pick(2, 4)
-    dev, P = config.device, len(noise)
+    dev, levels = config.device, len(noise)
     xs = noisy_copies(x_train, noise, config.seed + 11).to(dev)
     xs_test = noisy_copies(x_test, noise, config.seed + 12).to(dev)
     y_train, y_test = y_train.to(dev), y_test.to(dev)
     shape = dict(in_channels=x_train.shape[1], image_size=tuple(x_train.shape[2:]), classes=10)
 
     teacher = ReplicaCNN(
-        P,
+        levels,
         channels=teacher_channels,
         pool=pool,
-        input_groups=P,
+        input_groups=levels,
         seed=config.seed + 13,
         device=dev,
         **shape,
@@ -920,7 +920,7 @@ def run_deep(config: RunConfig) -> DeepResult:
     _fit_images(
         teacher,
         xs,
-        one_hot.expand(P, -1, -1),
+        one_hot.expand(levels, -1, -1),
         teacher_steps,
         lr,
         batch_size,
@@ -933,24 +933,24 @@ def run_deep(config: RunConfig) -> DeepResult:
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean(-1)  # (P,)
     # replica (p, s, k): soft targets for k = 0, one-hot labels for k = 1
     targets = torch.stack(
-        [probs[:, None].expand(-1, seeds, -1, -1), one_hot.expand(P, seeds, -1, -1)], dim=2
-    ).reshape(P * seeds * 2, *probs.shape[1:])
+        [probs[:, None].expand(-1, seeds, -1, -1), one_hot.expand(levels, seeds, -1, -1)], dim=2
+    ).reshape(levels * seeds * 2, *probs.shape[1:])
 
-    acc = np.zeros((P, seeds, 2, len(widths)))
+    acc = np.zeros((levels, seeds, 2, len(widths)))
     loss = np.zeros_like(acc)
     for j, width in enumerate(tqdm(widths, desc="student widths", leave=False)):
         student = ReplicaCNN(
-            P * seeds * 2,
+            levels * seeds * 2,
             channels=int(width),
             pool=pool,
-            input_groups=P,
+            input_groups=levels,
             seed=config.seed + 200 + int(width),
             device=dev,
             **shape,
         )
         with torch.no_grad():  # soft and hard student of each (noise, seed) start equal
             for param in student.parameters():
-                view = param.view(P, seeds, 2, *param.shape[1:])
+                view = param.view(levels, seeds, 2, *param.shape[1:])
                 view[:, :, 1] = view[:, :, 0]
         fit = _fit_images(
             student,
@@ -964,8 +964,8 @@ def run_deep(config: RunConfig) -> DeepResult:
             config.is_full,
         )
         correct = _outputs(student, xs_test).argmax(-1) == y_test
-        acc[..., j] = correct.float().mean(-1).view(P, seeds, 2).cpu().numpy()
-        loss[..., j] = fit.final_loss.view(P, seeds, 2).numpy()
+        acc[..., j] = correct.float().mean(-1).view(levels, seeds, 2).cpu().numpy()
+        loss[..., j] = fit.final_loss.view(levels, seeds, 2).numpy()
     kind_first = (2, 0, 3, 1)  # (P, S, 2, W) -> (2, P, W, S)
     return DeepResult(
         dataset=name,
