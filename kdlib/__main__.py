@@ -156,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch-mnist":
         from .data.mnist import MNIST_ENV, default_mnist_folder, fetch_mnist
 
-        folder = fetch_mnist(args.out)
+        try:
+            folder = fetch_mnist(args.out)
+        except (OSError, ValueError) as err:  # no network, or a copy that fails its checksums
+            print(f"fetch-mnist: {err}", file=sys.stderr)
+            return 1
         print(f"MNIST (checked) in {folder}")
         if folder != default_mnist_folder():
             print(f"point kdlib at it with: export {MNIST_ENV}={folder}")

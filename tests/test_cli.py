@@ -121,3 +121,14 @@ def test_bench_runs_at_a_tiny_size(monkeypatch, capsys):
     monkeypatch.setattr(bench, "STEPS", 3)
     assert bench.main("cpu", ["small"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("speedup_vs_loop: ")
+
+
+def test_fetch_mnist_failure_is_one_clear_line(monkeypatch, tmp_path, capsys):
+    import kdlib.data.mnist as mnist
+
+    def offline(folder):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(mnist, "fetch_mnist", offline)
+    assert cli.main(["fetch-mnist", "--out", str(tmp_path)]) == 1
+    assert "fetch-mnist: network is unreachable" in capsys.readouterr().err
