@@ -582,17 +582,18 @@ def plot_accuracy(result: StudentsResult):
     ax = axes[0][2]
     gap = accuracy_gap(result)
     order = np.argsort(result.gamma)
-    plot_measured(ax, result.gamma[order], gap[order], "soft - hard", ROLE_COLORS["kd"])
-    ax.axhline(0.0, color="grey", lw=1)
-    ax.set(
-        xscale="log",
-        xlabel=r"margin $\gamma$ (harder $\leftarrow$)",
-        ylabel="accuracy gain of soft labels",
-        title="Gain at small widths",
-    )
-    ax.legend(fontsize=8)
+    _plot_gain(ax, result.gamma[order], gap[order], r"margin $\gamma$ (harder $\leftarrow$)", "log")
     fig.tight_layout()
     return fig
+
+
+def _plot_gain(ax, x, gain: np.ndarray, xlabel: str, xscale: str = "linear") -> None:
+    """The soft-label accuracy gain ``(len(x), seeds)`` against a difficulty axis."""
+    plot_measured(ax, x, gain, "soft - hard", ROLE_COLORS["kd"])
+    ax.axhline(0.0, color="grey", lw=1)
+    ax.set(xscale=xscale, xlabel=xlabel, ylabel="accuracy gain of soft labels")
+    ax.set_title("Gain at small widths")
+    ax.legend(fontsize=8)
 
 
 def censored_widths(result: StudentsResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1085,14 +1086,7 @@ def plot_deep(result: DeepResult):
     _width_axis(ax, result.widths)
     ax.legend(fontsize=7, ncol=2)
     ax = axes[0][1]
-    plot_measured(ax, result.noise, deep_gain(result), "soft - hard", ROLE_COLORS["kd"])
-    ax.axhline(0.0, color="grey", lw=1)
-    ax.set(
-        xlabel=r"noise $\sigma$ (harder $\rightarrow$)",
-        ylabel="accuracy gain of soft labels",
-        title="Gain at small widths",
-    )
-    ax.legend(fontsize=8)
+    _plot_gain(ax, result.noise, deep_gain(result), r"noise $\sigma$ (harder $\rightarrow$)")
     fig.tight_layout()
     return fig
 
