@@ -167,7 +167,8 @@ def train_wide_student(
     target64 = target.to(weights.device, torch.float64)
     outputs, drift, gain, first = [], [], [], {}
     drift_terms, remainders = [], []
-    linear_step = e_lin = None
+    linear_step = None
+    e_lin = torch.empty(replicas, n, device=weights.device, dtype=torch.float64)
 
     def measure_kernel() -> None:
         gram = empirical_ntk(model, x).double()
@@ -176,27 +177,40 @@ def train_wide_student(
         gain.append(rate64[:, 0] * torch.linalg.eigvalsh(gram)[..., -1] / n)
 
     show = progress if progress is not None else steps >= 2000
+    chunk = _replica_chunk(n * width, weights.device)
+    pre_buf = torch.empty(min(chunk, replicas), n, width).to(weights)
+    mask_buf = torch.empty_like(pre_buf)
+    u = torch.empty(replicas, n).to(weights)
+    kernel_v = torch.empty(replicas, n, 2, device=weights.device, dtype=torch.float64)
     for step in tqdm(range(steps + 1), desc=desc, leave=False, disable=not show):
         if step in kernel_steps:
             measure_kernel()
-        pre = torch.matmul(x, weights.transpose(1, 2))  # (R, n, m)
-        gated = (pre > 0) * signs[:, None, :]  # d u_i / d <w_r, x_i>, (R, n, m)
-        u = torch.matmul(torch.relu(pre), signs[..., None])[..., 0]  # (R, n)
-        outputs.append(u)
+        for start_r in range(0, replicas, chunk):
+            part = slice(start_r, start_r + chunk)
+            count = min(chunk, replicas - start_r)
+            pre = torch.matmul(x[part], weights[part].transpose(1, 2), out=pre_buf[:count])
+            mask = torch.gt(pre, 0, out=mask_buf[:count])  # 1[<w_r, x_i> > 0], (c, n, m)
+            u[part] = torch.matmul(pre.relu_(), signs[part, :, None])[..., 0]
+            if step == 0:  # the linearised model starts where the network does
+                e_lin[part] = u[part].double() - target64[part]
+            if step == steps:
+                continue
+            # J^T v and H_m(t) v = J J^T v for v = e_lin (linearised residual) and u - ytilde
+            # at once; the output weights a_r m^{-1/2} scale J's columns, so they multiply the
+            # m-sized factors rather than the (n, m) activation pattern
+            vectors = torch.stack([e_lin[part].to(u), u[part] - target[part]], -1)
+            pulled = _vjp(x[part], mask, vectors) * signs[part, :, None, None]  # (c, m, 2, d)
+            kernel_v[part] = _jvp(x[part], mask, pulled * signs[part, :, None, None]).double()
+            weights[part].sub_(rates[part] / n * pulled[:, :, 1])
+        outputs.append(u.clone())
         if linear_step is not None:
             remainders.append((u - linear_step).double().norm(dim=-1))
-        if e_lin is None:
-            e_lin = u.double() - target64  # the linearised model starts where the network does
         if step == steps:
             break
-        # J^T v and H_m(t) v = J J^T v for v = e_lin (linearised residual) and u - ytilde at once
-        pulled = _vjp(x, gated, torch.stack([e_lin.to(u), u - target], -1))  # (R, m, 2, d)
-        kernel_v = _jvp(x, gated, pulled).double()  # (R, n, 2)
         initial_e = torch.matmul(first["gram"], e_lin[..., None])[..., 0]
         drift_terms.append(rate64[:, 0] / n * (kernel_v[..., 0] - initial_e).norm(dim=-1))
         e_lin = e_lin - rate64 / n * initial_e
         linear_step = u - (rate64 / n * kernel_v[..., 1]).to(u)  # u + J (W(t+1) - W(t))
-        weights.sub_(rates / n * pulled[:, :, 1])
     test_outputs = model(x_test)[..., 0].detach() if x_test is not None else None
     return Trajectory(
         outputs=torch.stack(outputs).double().cpu(),
@@ -1097,6 +1111,18 @@ def _jvp(x, gated, directions):
     replicas, m, k, d = directions.shape
     summed = torch.matmul(gated, directions.reshape(replicas, m, k * d))  # (R, n, k d)
     return (summed.reshape(replicas, -1, k, d) * x[:, :, None, :]).sum(-1)
+
+
+def _replica_chunk(elements_per_replica: int, device: torch.device) -> int:
+    """How many replicas a training step handles at once.
+
+    The ``(c, n, m)`` pre-activation and activation-pattern buffers are allocated once and stay
+    near 64 MB on a CPU, so the element-wise passes between the matrix products do not stream (or
+    page-fault in) gigabytes every step; on a GPU they may reach 1 GB, to keep it busy. Replicas
+    are independent, so the chunking changes nothing but the order of float32 roundings.
+    """
+    budget = 2**24 if device.type == "cpu" else 2**28
+    return max(1, budget // elements_per_replica)
 
 
 def _width_ticks(ax, widths) -> None:
