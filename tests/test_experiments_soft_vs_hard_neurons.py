@@ -241,3 +241,17 @@ def test_image_chunks_bound_memory_and_do_not_change_outputs(monkeypatch):
     monkeypatch.setattr(chapter, "image_chunk", lambda m: 3)
     torch.testing.assert_close(chapter._outputs(model, x), whole)
     torch.testing.assert_close(whole, model(x).detach())
+
+
+def test_pair_margins_in_groups_equal_one_batch():
+    """The full scale solves the 45 margins a few tasks at a time (memory); the grouping must not
+    change the estimates beyond the solver's tolerance."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(5, 20, 4, generator=gen, dtype=torch.float64)
+    x = (x / x.norm(dim=-1, keepdim=True)).float()
+    y = (x[..., 0] + 0.2 * x[..., 1] > 0).float()
+    whole = chapter._pair_margins(x, y, "cpu")  # 5 tasks of 20 points: one group
+    grouped = chapter._pair_margins(x, y, "cpu", budget=2 * 20 * 20)  # groups of 2, 2, 1
+    np.testing.assert_allclose(grouped.gamma, whole.gamma, rtol=2e-4)
+    assert grouped.weights.shape == whole.weights.shape == (5, 20)
+    assert grouped.converged and whole.converged

@@ -123,6 +123,24 @@ def test_batched_equals_one_problem_at_a_time_and_01_labels_are_accepted():
         assert batched.gamma[i] == pytest.approx(single.gamma, rel=1e-6)
 
 
+def test_estimates_solved_in_parts_concatenate_in_order():
+    gen = torch.Generator().manual_seed(4)
+    x = th.normalize_rows(torch.randn(4, 12, 3, generator=gen, dtype=torch.float64))
+    y = torch.where(x[..., 0] > 0, 1.0, -1.0).double()
+    grams = torch.stack([relu_ntk(xi) for xi in x])
+    whole = th.kernel_margin(grams, y, rtol=1e-8)
+    parts = [th.kernel_margin(grams[:1], y[:1], rtol=1e-8), th.kernel_margin(grams[1:], y[1:])]
+    joined = th.MarginEstimate.concatenate(parts)
+    assert joined.gamma.shape == (4,) and joined.weights.shape == (4, 12)
+    np.testing.assert_allclose(joined.gamma, whole.gamma, rtol=2e-4)
+    assert joined.iterations == max(p.iterations for p in parts)
+    assert joined.converged == (parts[0].converged and parts[1].converged)
+    with pytest.raises(ValueError, match="parts"):
+        th.MarginEstimate.concatenate([])
+    with pytest.raises(ValueError, match="batched"):
+        th.MarginEstimate.concatenate([th.kernel_margin(grams[0], y[0])])
+
+
 def test_empirical_ntk_margin_tends_to_the_limiting_margin():
     gen = torch.Generator().manual_seed(11)
     x = th.normalize_rows(torch.randn(20, 3, generator=gen, dtype=torch.float64))

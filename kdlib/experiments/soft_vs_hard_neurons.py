@@ -128,12 +128,31 @@ def _pair_pool_split(split, pair, n_train: int, gen: np.random.Generator) -> Spl
 def _tasks_and_margins(config: RunConfig):
     """The tasks and their limiting-NTK margins (cached: both experiments need them)."""
     tasks = load_pair_tasks(config)
-    pairs, n = tasks.x_train.shape[:2]
-    grams = torch.empty(pairs, n, n, dtype=torch.float64)  # filled in place: one copy, not two
-    for p, x in enumerate(tasks.x_train):  # (45 x 4000 x 4000 doubles = 5.8 GB at full scale)
-        grams[p] = relu_ntk(x.double())
-    estimate = theory.kernel_margin(grams, tasks.y_train, rtol=1e-4, device=config.device)
-    return tasks, estimate
+    return tasks, _pair_margins(tasks.x_train, tasks.y_train, config.device)
+
+
+def _pair_margins(
+    x_train: torch.Tensor, y_train: torch.Tensor, device, budget: int = 2**27
+) -> theory.MarginEstimate:
+    """Limiting-NTK margins of the tasks ``(P, n, d)``, solved a group of tasks at a time.
+
+    Each Gram matrix is ``n^2`` doubles (128 MB at the full scale's n = 4000) and the solver holds
+    a few working copies of its batch, so all 45 at once need about 32 GB; groups of at most
+    ``budget / n^2`` tasks (1 GB of Gram matrices, 8 tasks at n = 4000) keep the run within a
+    laptop's memory. On a GPU the whole batch is solved at once.
+    """
+    pairs, n = x_train.shape[:2]
+    group = pairs if torch.device(device).type == "cuda" else max(1, budget // (n * n))
+    parts = []
+    for start in range(0, pairs, group):
+        chunk = x_train[start : start + group]
+        grams = torch.empty(len(chunk), n, n, dtype=torch.float64)  # filled in place
+        for p, x in enumerate(chunk):
+            grams[p] = relu_ntk(x.double())
+        labels = y_train[start : start + group]
+        parts.append(theory.kernel_margin(grams, labels, rtol=1e-4, device=device))
+        del grams
+    return theory.MarginEstimate.concatenate(parts)
 
 
 # -- 1. margins ---------------------------------------------------------------------------------

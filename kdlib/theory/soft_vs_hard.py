@@ -97,6 +97,23 @@ class MarginEstimate:
     iterations: int
     converged: bool
 
+    @classmethod
+    def concatenate(cls, parts: list[MarginEstimate]) -> MarginEstimate:
+        """One estimate of a batch solved in parts (batched estimates, in order): arrays are
+        joined along the batch axis, ``iterations`` is the most any part used and
+        ``converged`` holds if every part converged."""
+        if not parts:
+            raise ValueError("parts must hold at least one MarginEstimate")
+        if any(np.ndim(part.gamma) != 1 for part in parts):
+            raise ValueError("parts must be batched estimates (arrays of shape (B,))")
+        fields = ("gamma", "lower", "upper", "weights", "coef")
+        joined = {name: np.concatenate([getattr(part, name) for part in parts]) for name in fields}
+        return cls(
+            **joined,
+            iterations=max(part.iterations for part in parts),
+            converged=all(part.converged for part in parts),
+        )
+
 
 def kernel_margin(
     gram,
