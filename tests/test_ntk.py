@@ -62,3 +62,19 @@ def test_bad_input():
         empirical_ntk(TwoLayerReLU(1, 2, 4, out_features=2), torch.randn(3, 2))
     with pytest.raises(TypeError, match="TwoLayerReLU"):
         ntk_features(torch.nn.Linear(2, 2), torch.randn(3, 2))
+
+
+@pytest.mark.parametrize("second, bias", [(False, False), (True, True)])
+def test_empirical_ntk_in_neuron_blocks_equals_one_block(second, bias):
+    gen = torch.Generator().manual_seed(12)
+    x1 = torch.randn(2, 6, 3, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(2, 4, 3, generator=gen, dtype=torch.float64)
+    model = TwoLayerReLU(
+        2, 3, 50, train_second_layer=second, bias=bias, seed=5, dtype=torch.float64
+    )
+    for args in ((x1,), (x1, x2)):
+        whole = empirical_ntk(model, *args, budget=10**9)
+        blocked = empirical_ntk(model, *args, budget=2 * 6 * 7)  # blocks of 7 neurons
+        torch.testing.assert_close(blocked, whole)
+    with pytest.raises(ValueError, match="budget"):
+        empirical_ntk(model, x1, budget=0)
