@@ -32,6 +32,26 @@ def test_smoothed_relu_matches_its_three_pieces():
     torch.testing.assert_close(out, expected)
 
 
+@pytest.mark.parametrize("exponent", range(1, 9))
+def test_integer_power_equals_pow_and_leaves_its_base_alone(exponent):
+    base = torch.rand(5, 7, dtype=torch.float64) * 2
+    copy = base.clone()
+    torch.testing.assert_close(mv._integer_power(base, exponent), base**exponent)
+    assert torch.equal(base, copy)
+
+
+def test_patch_network_shared_inputs_equal_per_replica_inputs():
+    """Inputs shared by the replicas take one product with every replica's filters; the result
+    must equal giving each replica its own copy of the inputs."""
+    net = mv.PatchNetwork(3, 4, 2, 5, 0.5, 1.0, 4, seed=2, dtype=torch.float64)
+    x = torch.randn(6, 7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    shared = net(x)
+    torch.testing.assert_close(shared, net(x.expand(3, *x.shape)))
+    (grad_shared,) = torch.autograd.grad(shared.square().sum(), net.weight)
+    (grad_copies,) = torch.autograd.grad(net(x.expand(3, *x.shape)).square().sum(), net.weight)
+    torch.testing.assert_close(grad_shared, grad_copies)
+
+
 def test_smoothed_relu_gradient_matches_finite_differences():
     z = torch.linspace(-0.5, 2.5, 41, dtype=torch.float64).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: mv.smoothed_relu(t, 1.0, 3), (z,))

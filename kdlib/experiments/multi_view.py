@@ -96,19 +96,38 @@ __all__ = [
 
 
 class _SmoothedReLU(torch.autograd.Function):
-    """``ReLU~`` with a hand-written backward pass (2x faster than autograd's on the CPU)."""
+    """``ReLU~`` with a hand-written backward pass (2x faster than autograd's on the CPU).
+
+    Integer powers are taken by repeated multiplication in place: ``torch.pow`` with a scalar
+    exponent of 3 or 4 costs as much as the rest of the activation, whose element-wise passes
+    over the ``(n P, R k m)`` pre-activations dominate a full-scale training step on a CPU.
+    """
 
     @staticmethod
     def forward(ctx, z, threshold, power):
-        scaled = z.clamp(min=0.0, max=threshold) / threshold
+        scaled = z.clamp(min=0.0, max=threshold).div_(threshold)
         ctx.save_for_backward(scaled)
         ctx.power = power
-        return scaled**power * (threshold / power) + (z - threshold).clamp(min=0.0)
+        linear = (z - threshold).clamp_(min=0.0)
+        return linear.add_(_integer_power(scaled, power), alpha=threshold / power)
 
     @staticmethod
     def backward(ctx, grad_output):
         (scaled,) = ctx.saved_tensors
-        return grad_output * scaled ** (ctx.power - 1), None, None
+        return _integer_power(scaled, ctx.power - 1).mul_(grad_output), None, None
+
+
+def _integer_power(base: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``base ** exponent`` (a new tensor) for an integer ``exponent >= 1``, by squaring in
+    place (``exponent`` 3 or 4 takes two passes over ``base``)."""
+    if exponent == 1:
+        return base.clone()
+    if exponent <= 3:
+        result = base * base
+        return result.mul_(base) if exponent == 3 else result
+    result = _integer_power(base, exponent // 2)
+    result.mul_(result)
+    return result.mul_(base) if exponent % 2 else result
 
 
 def smoothed_relu(z: torch.Tensor, threshold: float, power: int) -> torch.Tensor:
@@ -149,9 +168,12 @@ def _preactivations(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     replicas, n_classes, width, dim = weight.shape
     _check_patches(x, replicas, dim, weight)
     n, n_patches = x.shape[-3], x.shape[-2]
+    if x.dim() == 3:  # inputs shared by every replica: one product with all their filters
+        filters = weight.reshape(-1, dim).T  # (d, R k m)
+        pre = torch.matmul(x.reshape(-1, dim), filters)  # (n P, R k m)
+        return pre.reshape(n, n_patches, replicas, n_classes, width).permute(2, 0, 1, 3, 4)
     filters = weight.reshape(replicas, -1, dim).transpose(1, 2)
-    flat = x.reshape(-1, n * n_patches, dim) if x.dim() == 4 else x.reshape(-1, dim)
-    pre = torch.matmul(flat, filters)  # (R, n P, k m)
+    pre = torch.matmul(x.reshape(-1, n * n_patches, dim), filters)  # (R, n P, k m)
     return pre.reshape(replicas, n, n_patches, n_classes, width)
 
 
