@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="batched replicas vs a Python loop vs torch.func.vmap")
     p.add_argument("--device", default=None)
     p.add_argument("--sizes", default="small,large", help="comma-separated: small, large")
+    p.add_argument(
+        "--kernels", action="store_true", help="time kdlib's hot spots against plain versions"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -166,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"point kdlib at it with: export {MNIST_ENV}={folder}")
         return 0
     if args.command == "bench":
+        from .bench import kernels_main
         from .bench import main as bench_main
 
+        if args.kernels:
+            return kernels_main(device=args.device)
         return bench_main(device=args.device, sizes=args.sizes.split(","))
     try:
         config = resolve(args.scale, args.device, args.seed)

@@ -198,7 +198,7 @@ def test_batched_students_equal_separate_runs():
         torch.testing.assert_close(alone.outputs[:, 0], out[:, r])
 
 
-def test_replica_chunks_give_the_same_trajectory(monkeypatch):
+def test_replica_chunks_give_the_same_trajectory():
     """A step handles replicas in chunks (memory budget); one replica at a time must record the
     same trajectory as all at once."""
     gen = torch.Generator().manual_seed(8)
@@ -206,15 +206,16 @@ def test_replica_chunks_give_the_same_trajectory(monkeypatch):
     target = torch.randn(3, 7, generator=gen, dtype=torch.float64)
     lr = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
 
-    def run():
+    def run(chunk=None):
         model = TwoLayerReLU(3, 4, 64, symmetric_init=True, seed=2, dtype=torch.float64)
-        return chapter.train_wide_student(model, x, target, lr, 15, kernel_every=5, x_test=x)
+        return chapter.train_wide_student(
+            model, x, target, lr, 15, kernel_every=5, x_test=x, chunk=chunk
+        )
 
     assert chapter._replica_chunk(512 * 32768, torch.device("cpu")) == 1  # full scale
     assert chapter._replica_chunk(96 * 512, torch.device("cpu")) >= 50  # quick: all at once
     whole = run()
-    monkeypatch.setattr(chapter, "_replica_chunk", lambda *_: 1)
-    chunked = run()
+    chunked = run(chunk=1)
     for field in ("outputs", "drift_terms", "remainders", "kernel_drift", "distance"):
         torch.testing.assert_close(getattr(chunked, field), getattr(whole, field))
 
@@ -248,3 +249,7 @@ def test_train_wide_student_validates():
         chapter.train_wide_student(model, torch.zeros(2, 5, 3), torch.zeros(5), torch.ones(2), 1)
     with pytest.raises(ValueError, match="steps"):
         chapter.train_wide_student(model, torch.zeros(2, 5, 3), torch.zeros(2, 5), torch.ones(2), 0)
+    with pytest.raises(ValueError, match="chunk"):
+        chapter.train_wide_student(
+            model, torch.zeros(2, 5, 3), torch.zeros(2, 5), torch.ones(2), 1, chunk=0
+        )

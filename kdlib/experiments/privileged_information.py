@@ -116,6 +116,7 @@ def train_wide_student(
     x_test: torch.Tensor | None = None,
     desc: str = "wide students",
     progress: bool | None = None,
+    chunk: int | None = None,
 ) -> Trajectory:
     """Full-batch gradient descent on ``1/(2n) |u - ytilde|^2`` (the mixed loss up to a constant)
     for every replica of a first-layer-trained :class:`~kdlib.models.TwoLayerReLU` at once, with
@@ -144,6 +145,9 @@ def train_wide_student(
     desc, progress :
         The tqdm bar's label, and whether to show it (default: for runs of at least 2000 steps;
         the experiments show it at full scale, where a few hundred steps take minutes on a CPU).
+    chunk : int, optional
+        Replicas per pass of a step (default: from a memory budget, see ``_replica_chunk``);
+        replicas are independent, so it changes only the order of float roundings.
     """
     if model.hidden_bias is not None or model.output.requires_grad or model.out_features != 1:
         raise ValueError("train_wide_student needs out_features=1, no bias, a fixed second layer")
@@ -177,7 +181,10 @@ def train_wide_student(
         gain.append(rate64[:, 0] * torch.linalg.eigvalsh(gram)[..., -1] / n)
 
     show = progress if progress is not None else steps >= 2000
-    chunk = _replica_chunk(n * width, weights.device)
+    if chunk is None:
+        chunk = _replica_chunk(n * width, weights.device)
+    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int; got {chunk!r}")
     pre_buf = torch.empty(min(chunk, replicas), n, width).to(weights)
     mask_buf = torch.empty_like(pre_buf)
     u = torch.empty(replicas, n).to(weights)
