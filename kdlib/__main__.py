@@ -71,7 +71,7 @@ def run_chapters(
     """
     modules = _selected(chapter)
     work = _selected_experiments(modules, only)
-    code = code_hash()
+    codes: dict[str, str] = {}  # per chapter: its module and what it imports
     ledger = Ledger(out / config.scale / "claims.json")
     records: list[ClaimRecord] = []
     bar = tqdm(work, desc="experiments", unit="exp")
@@ -79,7 +79,9 @@ def run_chapters(
         bar.set_postfix_str(f"{module.CHAPTER}/{experiment.name}")
         folder = out / config.scale / module.CHAPTER
         cache = ResultCache(folder / "cache")
-        key = cache_key(module.CHAPTER, experiment.name, config, code)
+        if module.CHAPTER not in codes:
+            codes[module.CHAPTER] = code_hash(getattr(module, "__file__", None))
+        key = cache_key(module.CHAPTER, experiment.name, config, codes[module.CHAPTER])
         start = time.perf_counter()
         try:
             with interrupts_propagate():  # Ctrl-C: stop, never cache a half-trained result

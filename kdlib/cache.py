@@ -1,14 +1,17 @@
 """A disk cache of experiment results, keyed by everything that could change them.
 
 A result is stored under a key made of the chapter, the experiment, the scale, the device type, the
-seed and a hash of kdlib's source code, so a cache made by different code or parameters is never
-reused: it simply has another key. Each file carries a SHA-256 checksum of its payload; a truncated
+seed and a hash of the source code the chapter runs (its module and every kdlib module it imports,
+directly or not: :func:`code_hash`), so a cache made by different code or parameters is never
+reused: it simply has another key. Editing one chapter's code does not invalidate another chapter's
+hours-long full-scale results. Each file carries a SHA-256 checksum of its payload; a truncated
 or corrupted file is detected, reported and recomputed, never used. Files are written atomically
 (write to a temporary name, then rename), so an interrupted run leaves either the old file or none.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -25,14 +28,91 @@ __all__ = ["code_hash", "cache_key", "ResultCache"]
 _MAGIC = b"KDLIBCACHE1\n"
 
 
-def code_hash() -> str:
-    """SHA-256 of every ``.py`` file of the installed kdlib package (path and content)."""
-    root = Path(__file__).resolve().parent
+def code_hash(module_file: str | os.PathLike | None = None, root: Path | None = None) -> str:
+    """SHA-256 of source files (relative path and content).
+
+    Parameters
+    ----------
+    module_file : path, optional
+        A module (a chapter's experiments): hash it and every module of the package it imports,
+        following ``import`` statements anywhere in the files (those inside functions too), plus
+        what importing the package itself runs (its ``__init__``). A module outside the package
+        is hashed with the whole package. Default: every ``.py`` file of the package.
+    root : Path, optional
+        The package folder (default: kdlib's).
+    """
+    root = Path(__file__).resolve().parent if root is None else Path(root).resolve()
+    if module_file is None:
+        files = set(root.rglob("*.py"))
+    else:
+        start = Path(module_file).resolve()
+        if start.is_relative_to(root):
+            files = _import_closure([start, root / "__init__.py"], root)
+        else:
+            files = set(root.rglob("*.py")) | {start}
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
+    for path in sorted(files):
+        name = path.relative_to(root) if path.is_relative_to(root) else path
+        digest.update(str(name).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def _import_closure(starts: list[Path], root: Path) -> set[Path]:
+    """The package's files that ``starts`` import, transitively (parent ``__init__`` included)."""
+    seen: set[Path] = set()
+    todo = [p for p in starts if p.exists()]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo.extend(_package_inits(path, root))
+        todo.extend(_imported_files(path, root))
+    return seen
+
+
+def _package_inits(path: Path, root: Path) -> list[Path]:
+    """``__init__.py`` of every package between ``root`` and ``path`` (run when it is imported)."""
+    inits, folder = [], path.parent
+    while folder.is_relative_to(root):
+        init = folder / "__init__.py"
+        if init.exists():
+            inits.append(init)
+        if folder == root:
+            break
+        folder = folder.parent
+    return inits
+
+
+def _imported_files(path: Path, root: Path) -> list[Path]:
+    """Files of the package that ``path``'s import statements name."""
+    package = root.name
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        targets: list[list[str]] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name.split(".") for a in node.names if a.name.split(".")[0] == package]
+            targets = [t[1:] for t in targets]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(path.parent.relative_to(root).parts)
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+            elif node.module and node.module.split(".")[0] == package:
+                base = []
+            else:
+                continue
+            module = base + (node.module.split(".") if node.module else [])
+            if node.level == 0:
+                module = module[1:]  # drop the package name itself
+            targets = [module] + [module + [a.name] for a in node.names]
+        for parts in targets:
+            for candidate in (root.joinpath(*parts, "__init__.py"), root.joinpath(*parts)):
+                file = candidate if candidate.suffix == ".py" else candidate.with_suffix(".py")
+                if parts and file.exists():
+                    found.append(file)
+                    break
+    return found
 
 
 def cache_key(chapter: str, experiment: str, config: RunConfig, code: str | None = None) -> str:
