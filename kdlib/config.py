@@ -142,24 +142,30 @@ def make_generator(seed: int) -> torch.Generator:
     return generator
 
 
-def single_cpu_thread(run: Callable[..., T]) -> Callable[..., T]:
+def single_cpu_thread(run: Callable[..., T] | None = None, *, full_scale: bool = True):
     """Decorate an experiment ``run(config, ...)`` to use one intra-op thread on the CPU.
 
     The book's batched programs are many small tensor operations: on a CPU a second thread buys
     little on an idle machine, and on a shared or loaded one OpenMP's spin-waiting multiplied
     the quick-scale run time of some chapters by five to ten in our measurements. The previous
     thread count is restored afterwards; on CUDA nothing changes.
+
+    ``@single_cpu_thread(full_scale=False)`` limits the quick scale only, for experiments whose
+    full scale is a few large products (there the threads do pay).
     """
 
-    @functools.wraps(run)
-    def wrapper(config: RunConfig, *args, **kwargs):
-        if config.device.type != "cpu":
-            return run(config, *args, **kwargs)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return run(config, *args, **kwargs)
-        finally:
-            torch.set_num_threads(previous)
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def wrapper(config: RunConfig, *args, **kwargs):
+            if config.device.type != "cpu" or (config.is_full and not full_scale):
+                return fn(config, *args, **kwargs)
+            previous = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return fn(config, *args, **kwargs)
+            finally:
+                torch.set_num_threads(previous)
 
-    return wrapper
+        return wrapper
+
+    return decorate if run is None else decorate(run)

@@ -67,3 +67,14 @@ def test_single_cpu_thread_restores_the_thread_count():
     before = torch.get_num_threads()
     assert run(resolve("quick", "cpu")) == "done"
     assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_single_cpu_thread_can_leave_the_full_scale_its_threads():
+    from kdlib.config import resolve, single_cpu_thread
+
+    seen = []
+    run = single_cpu_thread(full_scale=False)(lambda config: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    run(resolve("quick", "cpu"))
+    run(resolve("full", "cpu"))
+    assert seen == [1, before] and torch.get_num_threads() == before
