@@ -982,16 +982,30 @@ def check_generalization(result: GeneralizationResult, claims: Claims) -> None:
     )
     for a, level in enumerate(result.noise):
         predicted = result.test_error_predicted[a].mean(-1)
+        measured = {
+            "PI": float(result.test_error_measured[a, -1].mean()),
+            "labels": float(result.test_error_measured[a, 0].mean()),
+        }
+        # the theory's prediction for the test error is the kernel model's closed form: the
+        # networks must order PI and labels as it does (whichever way that is)
+        kernel_order = ["PI", "labels"] if predicted[-1] < predicted[0] else ["labels", "PI"]
         claims.ordered(
-            f"label noise {level:g}: test error with PI (rho=1) < labels only (rho=0), measured",
-            {
-                "PI": float(result.test_error_measured[a, -1].mean()),
-                "labels": float(result.test_error_measured[a, 0].mean()),
-            },
-            order=["PI", "labels"],
-            why=f"means over seeds; the kernel model predicts {predicted[-1]:.3f} < "
-            f"{predicted[0]:.3f}",
+            f"label noise {level:g}: test error, PI (rho=1) vs labels only (rho=0), in the "
+            "order the kernel model predicts",
+            measured,
+            order=kernel_order,
+            why=f"means over seeds; the kernel model's closed form gives PI {predicted[-1]:.4f}, "
+            f"labels {predicted[0]:.4f}",
         )
+        with claims.observing():  # the paper's "hence better generalisation", not a theorem
+            claims.ordered(
+                f"observation: label noise {level:g}: PI (rho=1) lowers the test error below "
+                "labels only (rho=0)",
+                measured,
+                order=["PI", "labels"],
+                why="the paper's argument (fewer iterations, a smaller distance travelled, hence "
+                "better generalisation); means over seeds",
+            )
     noisy = int(np.argmax(result.noise))
     claims.monotone(
         f"label noise {result.noise[noisy]:g}: test MSE falls at every step of rho",
