@@ -179,6 +179,7 @@ KERNEL_SIZES = {
     "wide": {"replicas": 10, "n": 512, "d": 64, "width": 32768, "steps": 3},
     "relu": {"rows": 60000, "cols": 800, "repeats": 3},
     "patch": {"replicas": 10, "n": 1500, "patches": 40, "dim": 256, "classes": 10, "width": 8},
+    "linearised": {"replicas": 10, "n": 300, "dim": 256, "classes": 10, "width": 8},
 }
 
 
@@ -250,6 +251,34 @@ def _bench_patch_network(device: torch.device) -> tuple[float, float]:
     return _best_of(lambda: step(copies), device, 2), _best_of(lambda: step(x), device, 2)
 
 
+def _bench_linearised_step(device: torch.device) -> tuple[float, float]:
+    """One loss-and-gradient step of the NTK-linearised members from precomputed features:
+    point-major features ``(R, n, k, F)`` times a column ``delta`` (the plain version) against
+    :meth:`LinearisedPatchNetwork.forward_features` (class-major features, row ``delta``)."""
+    from .experiments.multi_view import LinearisedPatchNetwork, PatchNetwork
+
+    spec = KERNEL_SIZES["linearised"]
+    r, n, k, m, d = spec["replicas"], spec["n"], spec["classes"], spec["width"], spec["dim"]
+    net = PatchNetwork(r, k, m, d, 0.08, 1.0, 4, seed=0).to(device)
+    linear = LinearisedPatchNetwork(net)
+    gen = torch.Generator().manual_seed(0)
+    class_major = torch.randn(r, k, n, m, d, generator=gen).to(device)
+    point_major = class_major.transpose(1, 2).contiguous().reshape(r, n, k, m * d)
+    logits0 = torch.zeros(r, n, k, device=device)
+
+    def plain() -> None:
+        linear.delta.grad = None
+        column = linear.delta.reshape(r, k, -1, 1)
+        out = logits0 + torch.matmul(point_major.transpose(1, 2), column)[..., 0].transpose(1, 2)
+        out.square().sum().backward()
+
+    def kdlib_version() -> None:
+        linear.delta.grad = None
+        linear.forward_features(class_major, logits0).square().sum().backward()
+
+    return _best_of(plain, device, 3), _best_of(kdlib_version, device, 3)
+
+
 def kernels_main(device: str | None = None) -> int:
     """Print the hot-spot table; last line ``kernels_min_speedup: <ratio>``."""
     dev = get_device(device)
@@ -260,6 +289,7 @@ def kernels_main(device: str | None = None) -> int:
         ("wide student step", _bench_wide_student),
         ("smoothed ReLU", _bench_smoothed_relu),
         ("patch network", _bench_patch_network),
+        ("linearised step", _bench_linearised_step),
     ):
         plain, ours = bench(dev)
         ratios.append(plain / ours)

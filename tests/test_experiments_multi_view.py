@@ -105,7 +105,17 @@ def test_linearised_network_is_the_first_order_expansion():
     direction = torch.randn_like(net.weight)
     linear.delta.data.copy_(1e-3 * direction)
     features, logits0 = linear.tangent_features(x, chunk=2)
+    replicas, n, k = logits0.shape
+    assert features.shape == (replicas, k, n, net.width, x.shape[-1])  # class-major
+    assert features.is_contiguous()
     torch.testing.assert_close(linear.forward_features(features, logits0), linear(x))
+    # the gradient through the precomputed features is the direct one
+    weights = torch.randn_like(logits0)
+    (via_features,) = torch.autograd.grad(
+        (linear.forward_features(features, logits0) * weights).sum(), linear.delta
+    )
+    (direct,) = torch.autograd.grad((linear(x) * weights).sum(), linear.delta)
+    torch.testing.assert_close(via_features, direct)
     moved = _toy_network()
     moved.weight.data.add_(1e-3 * direction)
     gap = (moved(x) - linear(x)).abs().max().item()

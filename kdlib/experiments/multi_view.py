@@ -274,7 +274,11 @@ class LinearisedPatchNetwork(nn.Module):
         self.replicas = network.replicas
 
     def tangent_features(self, x: torch.Tensor, chunk: int = 512):
-        """``(features (R, n, k, m, d), logits at W0 (R, n, k))`` of the inputs ``x``."""
+        """``(features (R, k, n, m, d), logits at W0 (R, n, k))`` of the inputs ``x``.
+
+        The features are stored class-major, so that each class's logits are one product with a
+        contiguous ``(n, m d)`` block in :meth:`forward_features`.
+        """
         feats, logits = [], []
         with torch.no_grad():
             for start in range(0, x.shape[-3], chunk):
@@ -282,19 +286,23 @@ class LinearisedPatchNetwork(nn.Module):
                 pre = _preactivations(self.init_weight, part)  # (R, c, P, k, m)
                 gate = smoothed_relu_derivative(pre, self.threshold, self.power)
                 if part.dim() == 3:
-                    feats.append(torch.einsum("rnpkm,npd->rnkmd", gate, part))
+                    feats.append(torch.einsum("rnpkm,npd->rknmd", gate, part))
                 else:
-                    feats.append(torch.einsum("rnpkm,rnpd->rnkmd", gate, part))
+                    feats.append(torch.einsum("rnpkm,rnpd->rknmd", gate, part))
                 act = smoothed_relu(pre, self.threshold, self.power)
                 logits.append(act.sum(dim=(2, 4)))
-        return torch.cat(feats, dim=1), torch.cat(logits, dim=1)
+        return torch.cat(feats, dim=2), torch.cat(logits, dim=1)
 
     def forward_features(self, features: torch.Tensor, logits0: torch.Tensor) -> torch.Tensor:
         """Logits ``(R, n, k)`` from precomputed :meth:`tangent_features`."""
         replicas, n, k = logits0.shape
-        by_class = features.reshape(replicas, n, k, -1).transpose(1, 2)  # (R, k, n, m d)
-        change = torch.matmul(by_class, self.delta.reshape(replicas, k, -1, 1))  # (R, k, n, 1)
-        return logits0 + change[..., 0].transpose(1, 2)
+        by_class = features.reshape(replicas, k, n, -1)  # a view: (R, k, n, m d)
+        # a row vector times the transposed block: the gradient in delta is then (row) x (block),
+        # which BLAS streams ~40x faster on a CPU than (block)^T x (column), the backward of
+        # (block) x (column); at full scale (1.2 GB of features) a step went from 1.3 s to 0.1 s
+        row = self.delta.reshape(replicas, k, 1, -1)
+        change = torch.matmul(row, by_class.transpose(-1, -2))  # (R, k, 1, n)
+        return logits0 + change[..., 0, :].transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(R, n, k)`` (for large ``n`` prefer :meth:`tangent_features` once)."""
@@ -1326,7 +1334,7 @@ def run_ntk(config: RunConfig) -> NTKResult:
     init = _network(s, s.members, config.seed + 1, data.train.x.device)  # the members' init
     linear = LinearisedPatchNetwork(init)
     features, logits0 = linear.tangent_features(data.train.x)
-    size = features.pow(2).sum(dim=(2, 3, 4)).mean(1)  # (R,) mean squared feature norm
+    size = features.pow(2).sum(dim=(1, 2, 3, 4)) / features.shape[2]  # (R,) mean squared norm
     y = data.train.y
     _fit(
         linear,

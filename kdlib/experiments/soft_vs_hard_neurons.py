@@ -144,7 +144,8 @@ def _pair_margins(
     pairs, n = x_train.shape[:2]
     group = pairs if torch.device(device).type == "cuda" else max(1, budget // (n * n))
     parts = []
-    for start in range(0, pairs, group):
+    starts = range(0, pairs, group)
+    for start in tqdm(starts, desc="margins (task groups)", leave=False, disable=len(starts) < 2):
         chunk = x_train[start : start + group]
         grams = torch.empty(len(chunk), n, n, dtype=torch.float64)  # filled in place
         for p, x in enumerate(chunk):
@@ -187,18 +188,18 @@ def run_margins(config: RunConfig) -> MarginsResult:
     widths = np.array(config.pick([32, 128, 512, 2048], [64, 256, 1024, 4096, 16384]))
     seeds = config.pick(4, 16)
     finite = np.zeros((len(probe), len(widths), seeds))
-    for j, width in enumerate(widths):
-        for i, p in enumerate(probe):
-            net = TwoLayerReLU(
-                seeds,
-                tasks.x_train.shape[-1],
-                int(width),
-                seed=config.seed + 7919 * j + i,
-                device=config.device,
-            )
-            gram = empirical_ntk(net, tasks.x_train[p].to(config.device))
-            labels = tasks.y_train[p].expand(seeds, -1)
-            finite[i, j] = theory.kernel_margin(gram, labels, device=config.device).gamma
+    grid = list(itertools.product(enumerate(widths), enumerate(probe)))
+    for (j, width), (i, p) in tqdm(grid, desc="finite-width margins", leave=False):
+        net = TwoLayerReLU(
+            seeds,
+            tasks.x_train.shape[-1],
+            int(width),
+            seed=config.seed + 7919 * j + i,
+            device=config.device,
+        )
+        gram = empirical_ntk(net, tasks.x_train[p].to(config.device))
+        labels = tasks.y_train[p].expand(seeds, -1)
+        finite[i, j] = theory.kernel_margin(gram, labels, device=config.device).gamma
     return MarginsResult(
         pairs=tasks.pairs,
         n_train=int(tasks.x_train.shape[1]),
