@@ -180,6 +180,7 @@ KERNEL_SIZES = {
     "relu": {"rows": 60000, "cols": 800, "repeats": 3},
     "patch": {"replicas": 10, "n": 1500, "patches": 40, "dim": 256, "classes": 10, "width": 8},
     "linearised": {"replicas": 10, "n": 300, "dim": 256, "classes": 10, "width": 8},
+    "linear": {"replicas": 500, "n": 256, "d": 500, "k": 1},
 }
 
 
@@ -279,6 +280,26 @@ def _bench_linearised_step(device: torch.device) -> tuple[float, float]:
     return _best_of(plain, device, 3), _best_of(kdlib_version, device, 3)
 
 
+def _bench_linear_student(device: torch.device) -> tuple[float, float]:
+    """A loss-and-gradient step of many linear students (chapter 3's replicas):
+    ``torch.matmul(x, w)`` against :func:`kdlib.models.replica_matmul`."""
+    from .models import replica_matmul
+
+    spec = KERNEL_SIZES["linear"]
+    r, n, d, k = spec["replicas"], spec["n"], spec["d"], spec["k"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(r, n, d, generator=gen).to(device)
+    weight = torch.zeros(r, d, k, device=device, requires_grad=True)
+
+    def step(product) -> None:
+        weight.grad = None
+        product(x, weight).square().sum().backward()
+
+    return _best_of(lambda: step(torch.matmul), device, 3), _best_of(
+        lambda: step(replica_matmul), device, 3
+    )
+
+
 def kernels_main(device: str | None = None) -> int:
     """Print the hot-spot table; last line ``kernels_min_speedup: <ratio>``."""
     dev = get_device(device)
@@ -290,6 +311,7 @@ def kernels_main(device: str | None = None) -> int:
         ("smoothed ReLU", _bench_smoothed_relu),
         ("patch network", _bench_patch_network),
         ("linearised step", _bench_linearised_step),
+        ("linear student step", _bench_linear_student),
     ):
         plain, ours = bench(dev)
         ratios.append(plain / ours)

@@ -82,6 +82,18 @@ def check_inputs(x: torch.Tensor, replicas: int, in_features: int, reference: to
         raise ValueError(f"x has dtype {x.dtype} but the model has {reference.dtype}")
 
 
+def replica_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight`` for inputs ``(n, d)`` or ``(R, n, d)``, weights ``(R, d, k)``: ``(R, n, k)``.
+
+    Computed as ``(weight^T x^T)^T``, so that autograd forms the weight gradient ``x^T g`` as
+    ``(g^T x)^T``: a product with ``x`` in its stored (row-major) order, which CPU BLAS streams
+    2.5-4.5 times faster than the transposed one when ``k`` is small (``python -m kdlib bench
+    --kernels``, "linear student step"). Same values up to the order of the additions.
+    """
+    x_t = x.transpose(-1, -2)  # (d, n) or (R, d, n): a view
+    return torch.matmul(weight.transpose(1, 2), x_t).transpose(1, 2)
+
+
 class LinearStudent(nn.Module):
     """R linear models ``f_r(x) = x W_r (+ b_r)``.
 
@@ -144,7 +156,7 @@ class LinearStudent(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(R, n, k)`` for inputs ``(n, d)`` or ``(R, n, d)``."""
         check_inputs(x, self.replicas, self.in_features, self.weight)
-        out = torch.matmul(x, self.weight)
+        out = replica_matmul(x, self.weight)
         return out if self.bias is None else out + self.bias
 
     def end_to_end(self) -> torch.Tensor:

@@ -131,11 +131,12 @@ def test_kernel_bench_runs_at_a_tiny_size(monkeypatch, capsys):
         "relu": {"rows": 20, "cols": 8, "repeats": 1},
         "patch": {"replicas": 2, "n": 5, "patches": 3, "dim": 4, "classes": 2, "width": 2},
         "linearised": {"replicas": 2, "n": 5, "dim": 4, "classes": 2, "width": 2},
+        "linear": {"replicas": 3, "n": 5, "d": 4, "k": 1},
     }
     monkeypatch.setattr(bench, "KERNEL_SIZES", tiny)
     assert cli.main(["bench", "--kernels", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 7 and lines[-1].startswith("kernels_min_speedup: ")
+    assert len(lines) == 8 and lines[-1].startswith("kernels_min_speedup: ")
 
 
 def test_fetch_mnist_failure_is_one_clear_line(monkeypatch, tmp_path, capsys):

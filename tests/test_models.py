@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kdlib.models import DeepLinearStudent, LinearStudent, TwoLayerReLU
+from kdlib.models import DeepLinearStudent, LinearStudent, TwoLayerReLU, replica_matmul
 from kdlib.train import train
 
 
@@ -16,6 +16,20 @@ def test_linear_forward_matches_per_replica_matmul():
     assert out.shape == (4, 7, 2)
     for r in range(4):
         assert torch.allclose(out[r], x @ model.weight[r] + model.bias[r])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_replica_matmul_values_and_hand_gradient(shared):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(*(() if shared else (3,)), 6, 4, generator=gen, dtype=torch.float64)
+    weight = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(3, 6, 2, generator=gen, dtype=torch.float64)
+    out = replica_matmul(x, weight)
+    torch.testing.assert_close(out, torch.matmul(x, weight))
+    (grad,) = torch.autograd.grad((out * upstream).sum(), weight)
+    xs = x.expand(3, 6, 4)
+    hand = torch.stack([xs[r].T @ upstream[r] for r in range(3)])  # d/dW <XW, G> = X^T G
+    torch.testing.assert_close(grad, hand)
 
 
 def test_per_replica_inputs():
