@@ -21,7 +21,7 @@ Run with ``python -m kdlib bench``. The last line is ``speedup_vs_loop: <ratio>`
 at the small size). The FP32 FLOP rate of kdlib at the large size is reported from the matmul FLOPs
 (TF32 disabled on CUDA).
 
-``python -m kdlib bench --kernels`` times, instead, three of kdlib's hot spots against the plain
+``python -m kdlib bench --kernels`` times, instead, five of kdlib's hot spots against the plain
 version they replaced, at a size where the difference shows (each ratio is the plain version's
 time over kdlib's; the last line is ``kernels_min_speedup: <ratio>``):
 
@@ -31,7 +31,17 @@ time over kdlib's; the last line is ``kernels_min_speedup: <ratio>``):
   in-place integer powers vs the textbook formula differentiated by autograd;
 * **patch network**: a forward and backward pass of the multi-view network on inputs shared by
   ten replicas (one product with every replica's filters) vs the same inputs given to each
-  replica.
+  replica;
+* **linearised step**: a loss-and-gradient step of the NTK-linearised multi-view members from
+  their precomputed features (R=10, n=300, 2,048 features per class): point-major features times
+  a column of weights vs ``LinearisedPatchNetwork.forward_features`` (class-major features, a row
+  of weights);
+* **linear student step**: a step of 500 linear students on their own inputs (n=256, d=500):
+  ``torch.matmul(x, w)`` vs :func:`~kdlib.models.replica_matmul`.
+
+The last two differ only in which side of a matrix-vector product the vector sits on: CPU BLAS
+streams ``(row) x (matrix)`` much faster than ``(matrix)^T x (column)``, the form autograd uses
+for the weight gradient of ``x @ w``.
 """
 
 from __future__ import annotations
