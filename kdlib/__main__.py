@@ -4,7 +4,8 @@
     Chapter ids and their experiments.
 ``reproduce <chapter>|all [--scale full] [--device cuda] [--out results] [--only a,b]``
     Run every experiment of the chapter(s) (the same functions the notebooks call), with a progress
-    bar; write figures (PNG) and a claims table per chapter under ``<out>/<scale>/<chapter>/``;
+    bar; write figures (PNG) and a claims table per chapter under ``<out>/<scale>/<chapter>/``
+    (the latest check of every claim run into ``<out>``, so ``--only`` runs add up);
     cache each result on disk so an interrupted run resumes and re-plotting needs no retraining.
     Exits with status 1 if any claim failed, 2 if an experiment could not run because its data
     (MNIST, CIFAR-10: full scale of chapter 4) are not on disk; the other experiments still run.
@@ -110,8 +111,9 @@ def run_chapters(
             plt.close(fig)
         status = "cached" if hit else f"{elapsed:.1f} s"
         tqdm.write(f"{module.CHAPTER}/{experiment.name}: {status}, {len(claims.records)} claims")
+    ledger_rows = ledger.read()  # this run's checks and earlier runs' (an --only run keeps them)
     for module in modules:
-        rows = [r for r in records if r.chapter == module.CHAPTER]
+        rows = [r for r in ledger_rows if r.chapter == module.CHAPTER and r.scale == config.scale]
         folder = out / config.scale / module.CHAPTER
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "claims.md").write_text(records_to_markdown(rows) + "\n")

@@ -69,6 +69,24 @@ def test_only_runs_the_named_experiments_and_rejects_unknown_names(monkeypatch, 
     assert "only must name experiments" in capsys.readouterr().err and calls == ["quick"]
 
 
+def test_claims_table_keeps_the_experiments_of_earlier_only_runs(monkeypatch, tmp_path):
+    calls = []
+    module = _fake_chapter(calls)
+    first = module.EXPERIMENTS[0]
+
+    def check_other(result, claims):
+        claims.close("other value", predicted=1.0, measured=result.value, atol=1e-9)
+
+    module.EXPERIMENTS.append(Experiment("other", first.run, check_other, None))
+    monkeypatch.setattr(cli, "chapters", lambda: {"fake": module})
+    monkeypatch.setattr(cli, "get_chapter", lambda c: {"fake": module}[c])
+    argv = ["reproduce", "fake", "--out", str(tmp_path), "--device", "cpu", "--only"]
+    assert cli.main(argv + ["only"]) == 0
+    assert cli.main(argv + ["other"]) == 0
+    table = (tmp_path / "quick" / "fake" / "claims.md").read_text()
+    assert "| fake | value |" in table and "| fake | other value |" in table
+
+
 def test_missing_data_skips_that_experiment_only_with_exit_status_2(monkeypatch, tmp_path, capsys):
     calls = []
     module = _fake_chapter(calls)
