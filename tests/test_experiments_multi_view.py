@@ -305,3 +305,35 @@ def test_runs_use_one_cpu_thread_and_restore_the_count(results, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# -- real digits ---------------------------------------------------------------------------------
+
+
+def test_paired_gain_is_the_mean_difference_and_a_one_sided_t_bound():
+    from scipy import stats
+
+    gen = np.random.default_rng(0)
+    better = gen.random((3, 50)) < 0.9
+    worse = gen.random((3, 50)) < 0.8
+    diff = better.mean(0) - worse.mean(0)
+    expected = stats.t.ppf(0.95, 49) * diff.std(ddof=1) / np.sqrt(50)
+    gain, halfwidth = mv.paired_gain(better, worse)
+    assert gain == pytest.approx(diff.mean()) and halfwidth == pytest.approx(expected)
+    same_gain, _ = mv.paired_gain(worse[0], worse)  # (n,) against (R, n) broadcasts
+    assert same_gain == pytest.approx(worse[0].mean() - worse.mean())
+    assert mv.paired_gain(worse, worse) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="at least 2 test images"):
+        mv.paired_gain(np.ones(1), np.zeros(1))
+
+
+def test_digits_claims_fail_when_distillation_adds_nothing(results):
+    config, runs = results
+    digits = runs["digits"]
+    copies = dataclasses.replace(digits, student_correct=digits.member_correct.copy())
+    with pytest.raises(ClaimFailed, match="distilled students beat"):
+        mv.check_digits(copies, Claims(mv.CHAPTER, config, ledger=False))
+    worst = digits.member_correct[digits.member_accuracy.argmin()].copy()
+    no_gain = dataclasses.replace(digits, ensemble_correct=worst)  # no better than a member
+    with pytest.raises(ClaimFailed, match="ensemble beats its members"):
+        mv.check_digits(no_gain, Claims(mv.CHAPTER, config, ledger=False))
