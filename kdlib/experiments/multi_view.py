@@ -1564,7 +1564,8 @@ class DigitsResult:
     """Small MLPs on scikit-learn's 8x8 digits: ``K`` members trained on hard labels, their
     ensemble (mean logits), and ``K`` students of the same size distilled from the ensemble for
     the same number of steps. ``*_correct`` are booleans per replica and test image
-    ``(K, n_test)`` (the ensemble's ``(n_test,)``), so that comparisons can be paired."""
+    ``(K, n_test)`` (the ensemble's ``(n_test,)``), so that comparisons can be paired;
+    ``member_logits`` ``(K, n_test, 10)`` and ``y_test`` allow ensembles of any subset."""
 
     width: int
     steps: int
@@ -1575,6 +1576,8 @@ class DigitsResult:
     member_correct: np.ndarray
     ensemble_correct: np.ndarray
     student_correct: np.ndarray
+    member_logits: np.ndarray
+    y_test: np.ndarray
 
     @property
     def member_accuracy(self) -> np.ndarray:
@@ -1647,6 +1650,8 @@ def run_digits(config: RunConfig) -> DigitsResult:
         member_correct=correct(member_test),
         ensemble_correct=correct(member_test.mean(0)),
         student_correct=correct(student_test),
+        member_logits=member_test.cpu().numpy(),
+        y_test=y_test.cpu().numpy(),
     )
 
 
