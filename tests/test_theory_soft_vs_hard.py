@@ -152,6 +152,40 @@ def test_empirical_ntk_margin_tends_to_the_limiting_margin():
     np.testing.assert_allclose(finite, limit, rtol=0.025)
 
 
+def test_warm_start_from_the_limiting_kernel_gives_the_same_certified_margin():
+    gen = torch.Generator().manual_seed(12)
+    x = th.normalize_rows(torch.randn(120, 5, generator=gen, dtype=torch.float64))
+    y = torch.sign(x[:, 0] + 0.5 * x[:, 1] * x[:, 2] - 0.05)
+    limit = th.ntk_margin(x, y)
+    net = TwoLayerReLU(3, 5, 4096, seed=6, dtype=torch.float64)
+    gram, labels = empirical_ntk(net, x), y.expand(3, -1)
+    cold = th.kernel_margin(gram, labels)
+    warm = th.kernel_margin(gram, labels, init=np.tile(limit.weights, (3, 1)))
+    assert cold.converged and warm.converged
+    assert np.all(warm.lower <= cold.upper) and np.all(cold.lower <= warm.upper)  # same optimum
+    np.testing.assert_allclose(warm.gamma, cold.gamma, rtol=2e-4)
+    assert warm.iterations <= cold.iterations
+    # one problem, and an init that is only proportional to a point of the simplex
+    single = th.kernel_margin(gram[0], labels[0], init=7.0 * torch.as_tensor(limit.weights))
+    assert single.gamma == pytest.approx(cold.gamma[0], rel=2e-4)
+
+
+@pytest.mark.parametrize(
+    "init, match",
+    [
+        (np.ones(4), "init must have shape"),
+        (np.array([1.0, -1.0, 1.0]), "non-negative"),
+        (np.array([1.0, np.nan, 1.0]), "finite"),
+        (np.zeros(3), "positive entry"),
+    ],
+)
+def test_kernel_margin_rejects_a_bad_warm_start(init, match):
+    with pytest.raises(ValueError, match=match):
+        th.kernel_margin(
+            torch.eye(3, dtype=torch.float64), torch.tensor([1.0, -1.0, 1.0]), init=init
+        )
+
+
 def test_simplex_projection_is_the_euclidean_projection():
     v = torch.randn(50, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
     p = _project_simplex(v)

@@ -199,7 +199,10 @@ def run_margins(config: RunConfig) -> MarginsResult:
         )
         gram = empirical_ntk(net, tasks.x_train[p].to(config.device))
         labels = tasks.y_train[p].expand(seeds, -1)
-        finite[i, j] = theory.kernel_margin(gram, labels, device=config.device).gamma
+        # warm start from the limiting kernel's solution: same points, a nearby kernel (at full
+        # scale this halves the solve); the start changes the estimate only within rtol
+        start = np.repeat(est.weights[p][None], seeds, axis=0)
+        finite[i, j] = theory.kernel_margin(gram, labels, device=config.device, init=start).gamma
     return MarginsResult(
         pairs=tasks.pairs,
         n_train=int(tasks.x_train.shape[1]),

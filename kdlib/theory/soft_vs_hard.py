@@ -121,6 +121,7 @@ def kernel_margin(
     rtol: float = 1e-4,
     max_iter: int = 20000,
     device: torch.device | str = "cpu",
+    init=None,
 ) -> MarginEstimate:
     """The hard margin ``gamma = max_{||u||_H <= 1} min_i y_i u(x_i)`` of a kernel's RKHS.
 
@@ -140,6 +141,10 @@ def kernel_margin(
         Iteration cap; ``converged`` is False if it is reached.
     device : torch.device or str
         Where to iterate (float64); a GPU pays off for thousands of points.
+    init : array or Tensor, shape ``(n,)`` or ``(B, n)``, optional
+        A warm start: non-negative weights (scaled to sum to 1), e.g. the ``weights`` of a nearby
+        problem's estimate (the limiting kernel's, for a finite-width kernel of the same points).
+        Only the iterations needed change, not the certified result; default: uniform weights.
 
     Returns
     -------
@@ -151,7 +156,8 @@ def kernel_margin(
     ValueError
         On wrong shapes, ``n = 0`` points, NaN/inf entries, a non-symmetric ``gram`` or one with an
         eigenvalue below ``-1e-8 max(1, lambda_max)`` (not positive semi-definite: the
-        certificate would not hold), or labels outside ``{-1, +1}`` / ``{0, 1}``.
+        certificate would not hold), labels outside ``{-1, +1}`` / ``{0, 1}``, or an ``init`` of
+        the wrong shape, with a negative or non-finite entry, or summing to 0.
     """
     _check_rtol(rtol)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
@@ -185,8 +191,9 @@ def kernel_margin(
     elif not values <= {-1.0, 1.0}:
         raise ValueError(f"labels must be in {{-1, +1}} (or {{0, 1}}); got values {values}")
 
+    start = None if init is None else _warm_start(init, gram_t.shape[:2], single, gram_t.device)
     q_matrix = labels_t[:, :, None] * gram_t * labels_t[:, None, :]
-    q, iterations, converged = _min_quadratic_on_simplex(q_matrix, rtol, max_iter)
+    q, iterations, converged = _min_quadratic_on_simplex(q_matrix, rtol, max_iter, start)
     lower, upper = _margin_bounds(q_matrix, q)
     gamma = torch.where(upper > 0, 0.5 * (lower.clamp(min=0) + upper), torch.zeros_like(upper))
     coef = q * labels_t / upper.clamp(min=1e-300)[:, None]
@@ -440,9 +447,30 @@ def _margin_bounds(q_matrix: torch.Tensor, q: torch.Tensor):
 _POLISH_FROM = 150  # FISTA iterations before the active-set polish (a small support by then)
 
 
-def _min_quadratic_on_simplex(q_matrix: torch.Tensor, rtol: float, max_iter: int):
+def _warm_start(init, shape: torch.Size, single: bool, device) -> torch.Tensor:
+    """``init`` checked and scaled onto the simplex, as a ``(B, n)`` float64 tensor."""
+    start = torch.as_tensor(
+        np.asarray(init) if not isinstance(init, torch.Tensor) else init.detach()
+    ).to(device, torch.float64)
+    if single and start.dim() == 1:
+        start = start[None]
+    if tuple(start.shape) != tuple(shape):
+        expected = tuple(shape[1:]) if single else tuple(shape)
+        raise ValueError(f"init must have shape {expected}; got {tuple(start.shape)}")
+    if not torch.isfinite(start).all() or (start < 0).any():
+        raise ValueError("init must be finite and non-negative")
+    total = start.sum(-1, keepdim=True)
+    if (total <= 0).any():
+        raise ValueError("init must have a positive entry in every problem")
+    return start / total
+
+
+def _min_quadratic_on_simplex(
+    q_matrix: torch.Tensor, rtol: float, max_iter: int, start: torch.Tensor | None = None
+):
     """FISTA with gradient restart for ``min_{q in simplex} q^T Q q`` (batched), polished on the
-    current support every few iterations.
+    current support every few iterations (from the first check on when warm-started at
+    ``start``, whose support is then presumably nearly right).
 
     The polish solves the problem restricted to the support ``S = {q_i > 0}`` with the sum
     constraint only (``q_S ∝ Q_SS^{-1} 1``); when the support is right this is the exact optimum,
@@ -460,7 +488,11 @@ def _min_quadratic_on_simplex(q_matrix: torch.Tensor, rtol: float, max_iter: int
         )
     lipschitz = 2 * top.clamp(min=1e-12)  # of grad = 2 Q q
     step = (1.0 / lipschitz)[:, None]
-    q = torch.full((batch, n), 1.0 / n, dtype=q_matrix.dtype, device=q_matrix.device)
+    if start is None:
+        q = torch.full((batch, n), 1.0 / n, dtype=q_matrix.dtype, device=q_matrix.device)
+    else:
+        q = start.to(q_matrix.dtype).clone()
+    polish_from = _POLISH_FROM if start is None else 0
     y, t = q.clone(), torch.ones(batch, 1, dtype=q_matrix.dtype, device=q_matrix.device)
     converged = False
     iteration = 0
@@ -477,7 +509,7 @@ def _min_quadratic_on_simplex(q_matrix: torch.Tensor, rtol: float, max_iter: int
         if iteration % check_every == 0 or iteration == max_iter:
             lower, upper = _margin_bounds(q_matrix, q)
             done = ((upper - lower) <= rtol * upper) | (upper <= 1e-10)  # 0: not separable
-            polish = torch.nonzero(~done).flatten().tolist() if iteration >= _POLISH_FROM else []
+            polish = torch.nonzero(~done).flatten().tolist() if iteration >= polish_from else []
             for b in polish:
                 polished = _polish_on_support(q_matrix[b], q[b])
                 if polished is None:
