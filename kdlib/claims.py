@@ -396,6 +396,42 @@ class Claims:
         return record
 
 
+def t_halfwidth(samples, confidence: float = 0.95, axis: int = -1, sided: str = "one"):
+    """Half-width of Student's ``t`` confidence interval for the mean of ``samples`` along
+    ``axis``: ``t_q(n - 1) * std / sqrt(n)``, with ``q = confidence`` for a one-sided bound
+    (``mean - halfwidth`` is a lower, ``mean + halfwidth`` an upper ``confidence`` bound) and
+    ``q = (1 + confidence) / 2`` for a two-sided interval.
+
+    Parameters
+    ----------
+    samples : array_like
+        At least two finite values along ``axis``.
+    confidence : float in (0, 1)
+    axis : int
+    sided : {"one", "two"}
+
+    Returns
+    -------
+    float or ndarray
+        A float for one-dimensional ``samples``, else an array without ``axis``.
+    """
+    from scipy import stats
+
+    values = np.asarray(samples, dtype=float)
+    if sided not in ("one", "two"):
+        raise ValueError(f"sided must be 'one' or 'two'; got {sided!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
+    if values.ndim == 0 or values.shape[axis] < 2:
+        raise ValueError(f"samples need at least 2 values along axis {axis}; got {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("samples must be finite")
+    n = values.shape[axis]
+    level = confidence if sided == "one" else 0.5 + confidence / 2
+    half = stats.t.ppf(level, n - 1) * values.std(axis=axis, ddof=1) / math.sqrt(n)
+    return float(half) if np.ndim(half) == 0 else half
+
+
 def fit_slope(x, y, log: bool = True) -> float:
     """Least-squares slope of ``y`` (seed axis last, averaged) on ``x``; log-log if ``log``."""
     xs = _as_array(x, "x")

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from kdlib.claims import ClaimFailed, Claims, Ledger, fit_slope, records_to_markdown, summarize
+from kdlib.claims import (
+    ClaimFailed,
+    Claims,
+    Ledger,
+    fit_slope,
+    records_to_markdown,
+    summarize,
+    t_halfwidth,
+)
 from kdlib.config import resolve
 
 
@@ -110,3 +118,27 @@ def test_an_observation_is_recorded_but_never_raises():
     assert summarize(claims.records) == (
         "1 claims: 0 passed, 1 failed; 1 observations: 0 agree, 1 disagree"
     )
+
+
+def test_t_halfwidth_matches_a_t_table_and_covers_at_its_level():
+    samples = np.arange(1.0, 11.0)  # std 3.02765 (ddof 1), n = 10
+    # t quantiles with 9 degrees of freedom from a printed table: 1.833113 (0.95), 2.262157 (0.975)
+    assert t_halfwidth(samples) == pytest.approx(1.833113 * 3.0276504 / np.sqrt(10), rel=1e-6)
+    assert t_halfwidth(samples, sided="two") == pytest.approx(
+        2.262157 * 3.0276504 / np.sqrt(10), rel=1e-6
+    )
+    stacked = np.stack([samples, 2 * samples])
+    np.testing.assert_allclose(t_halfwidth(stacked, axis=1), [1.755, 3.510], rtol=1e-3)
+    # coverage: a one-sided 90% lower bound misses the true mean of normal data 10% of the time
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(40000, 5))
+    misses = draws.mean(1) - t_halfwidth(draws, 0.9, axis=1) > 0
+    assert abs(misses.mean() - 0.1) < 0.005  # 3.3 binomial standard errors
+    for bad, match in (
+        (dict(samples=[1.0]), "at least 2"),
+        (dict(samples=[1.0, np.nan]), "finite"),
+        (dict(samples=samples, confidence=1.0), "confidence"),
+        (dict(samples=samples, sided="both"), "sided"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            t_halfwidth(**bad)

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..claims import Claims
+from ..claims import Claims, t_halfwidth
 from ..config import RunConfig, make_generator, single_cpu_thread
 from ..data.multi_view import MultiViewData, MultiViewParams, make_features, sample_multi_view
 from ..losses import cross_entropy, distillation_loss
@@ -1663,13 +1663,10 @@ def paired_gain(better: np.ndarray, worse: np.ndarray, confidence: float = 0.95)
     averaged first). The per-image differences are paired, so the bound reflects the test set's
     sampling noise without counting the images both get right (or wrong) twice.
     """
-    from scipy import stats
-
     diff = np.atleast_2d(better).mean(0) - np.atleast_2d(worse).mean(0)
     if diff.size < 2:
         raise ValueError(f"paired_gain needs at least 2 test images; got {diff.size}")
-    sem = diff.std(ddof=1) / math.sqrt(diff.size)
-    return float(diff.mean()), float(stats.t.ppf(confidence, diff.size - 1) * sem)
+    return float(diff.mean()), t_halfwidth(diff, confidence)
 
 
 def check_digits(result: DigitsResult, claims: Claims) -> None:

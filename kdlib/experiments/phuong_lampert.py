@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..claims import Claims
+from ..claims import Claims, t_halfwidth
 from ..config import RunConfig, make_generator, single_cpu_thread
 from ..data import load_digits_split
 from ..data.phuong_lampert import (
@@ -173,11 +173,7 @@ def _prefix_mask(sizes, seeds: int, n_max: int, device) -> torch.Tensor:
 
 def _mean_upper_bound(values: np.ndarray, confidence: float) -> np.ndarray:
     """One-sided upper confidence bound on the mean over the last axis (t-distribution)."""
-    from scipy import stats
-
-    seeds = values.shape[-1]
-    sem = values.std(axis=-1, ddof=1) / math.sqrt(seeds)
-    return values.mean(axis=-1) + stats.t.ppf(confidence, seeds - 1) * sem
+    return values.mean(axis=-1) + t_halfwidth(values, confidence)
 
 
 def _pointwise_increases(values: np.ndarray, tol: float) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..claims import Claims
+from ..claims import Claims, t_halfwidth
 from ..config import RunConfig, make_generator
 from ..data import load_digits_split
 from ..losses import cross_entropy, kd_loss
@@ -297,12 +297,8 @@ def samples_needed(sizes: np.ndarray, accuracy: np.ndarray, target: float) -> fl
 def paired_gap_lower_bound(soft: np.ndarray, hard: np.ndarray, confidence: float) -> np.ndarray:
     """One-sided lower confidence bound on the mean paired accuracy gap ``soft - hard``, per size
     (t-distribution over seeds)."""
-    from scipy import stats
-
     gap = soft - hard
-    seeds = gap.shape[1]
-    sem = gap.std(axis=1, ddof=1) / np.sqrt(seeds)
-    return gap.mean(axis=1) - stats.t.ppf(confidence, seeds - 1) * sem
+    return gap.mean(axis=1) - t_halfwidth(gap, confidence, axis=1)
 
 
 def check_digits(result: DigitsResult, claims: Claims) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..claims import Claims, fit_slope
+from ..claims import Claims, fit_slope, t_halfwidth
 from ..config import RunConfig
 from ..data import Split, load_digits_split
 from ..losses import binary_cross_entropy, soft_cross_entropy
@@ -502,11 +502,8 @@ def accuracy_gap(result: StudentsResult) -> np.ndarray:
 
 
 def _lower_confidence_bound(samples: np.ndarray, confidence: float = 0.95) -> float:
-    from scipy import stats
-
     samples = np.asarray(samples, dtype=float).ravel()
-    sem = samples.std(ddof=1) / math.sqrt(samples.size)
-    return float(samples.mean() - stats.t.ppf(confidence, samples.size - 1) * sem)
+    return float(samples.mean()) - t_halfwidth(samples, confidence)
 
 
 def check_accuracy(result: StudentsResult, claims: Claims) -> None:
@@ -548,12 +545,9 @@ def accuracy_summary(result: StudentsResult, confidence: float = 0.95) -> dict:
         agree, small widths), ``confidence_range`` (min, max of the teacher's mean probability of
         the true label), ``small_widths``, ``n_test``, ``seeds``.
     """
-    from scipy import stats
-
     gap = accuracy_gap(result)
     samples = gap.ravel()
-    half = stats.t.ppf(0.5 + confidence / 2, samples.size - 1) * samples.std(ddof=1)
-    half /= math.sqrt(samples.size)
+    half = t_halfwidth(samples, confidence, sided="two")
     small = _small_widths(result)
     return {
         "gap": float(samples.mean()),
