@@ -31,6 +31,7 @@ __all__ = [
     "train",
     "train_chunked",
     "auto_chunk_size",
+    "slice_replicas",
     "replica_parameters",
     "interrupts_propagate",
 ]
@@ -265,9 +266,24 @@ def auto_chunk_size(
     return max(1, min(replicas, fits))
 
 
-def _slice_model(model: nn.Module, start: int, stop: int, device: torch.device) -> nn.Module:
-    """A copy of ``model`` holding replicas ``start:stop`` of every parameter, on ``device``."""
+def slice_replicas(
+    model: nn.Module, start: int, stop: int, device: torch.device | str | None = None
+) -> nn.Module:
+    """A copy of ``model`` holding replicas ``start:stop`` of every parameter, on ``device``
+    (default: where ``model`` lives); ``model`` itself is not changed.
+
+    Replicas are independent, so a slice trains and predicts exactly like those replicas of the
+    whole model: the way to run a batch of replicas that does not fit in memory, in pieces.
+    """
     import copy
+
+    params = list(model.parameters())
+    if not params:
+        raise ValueError("model has no parameters to slice")
+    replicas = params[0].shape[0]
+    if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= replicas):
+        raise ValueError(f"need 0 <= start < stop <= {replicas} replicas; got {start}:{stop}")
+    device = params[0].device if device is None else torch.device(device)
 
     # Deep-copy the structure without copying the (possibly large) parameters.
     memo = {id(p): nn.Parameter(torch.empty(0, device="meta")) for p in model.parameters()}
@@ -324,7 +340,7 @@ def train_chunked(
     results = []
     for start in range(0, replicas, chunk_size):
         stop = min(start + chunk_size, replicas)
-        chunk = _slice_model(model, start, stop, target)
+        chunk = slice_replicas(model, start, stop, target)
         part = slice(start, stop)
         chunk_lr = rates[part] if rates is not None else lr
         results.append(

@@ -255,3 +255,30 @@ def test_pair_margins_in_groups_equal_one_batch():
     np.testing.assert_allclose(grouped.gamma, whole.gamma, rtol=2e-4)
     assert grouped.weights.shape == whole.weights.shape == (5, 20)
     assert grouped.converged and whole.converged
+
+
+def test_students_trained_in_task_groups_equal_one_batch(students, config, monkeypatch):
+    """A device too small for one batched program trains a few tasks at a time (at full scale a
+    width-1,024 step needs ~13 GB); the grouping must not change the results beyond rounding."""
+    seen = []
+
+    def two_tasks_at_a_time(tasks, per_task, device):
+        seen.append(per_task)
+        return 2
+
+    monkeypatch.setattr(chapter, "auto_chunk_size", two_tasks_at_a_time)
+    grouped = chapter._train_students.__wrapped__(config)  # uncached: runs again
+    assert len(seen) == 1 + len(students.widths)  # the teachers, then every width
+    assert seen[1] == chapter._STEP_BYTES * 2 * 32 * 160 * 2  # 2 x 32 replicas per task
+    for name in ("avg_loss", "final_loss", "teacher_loss", "teacher_confidence"):
+        np.testing.assert_allclose(getattr(grouped, name), getattr(students, name), atol=1e-6)
+    np.testing.assert_array_equal(grouped.test_accuracy, students.test_accuracy)
+    np.testing.assert_array_equal(grouped.agreement, students.agreement)
+
+
+def test_task_groups_cover_the_tasks_in_order(monkeypatch):
+    monkeypatch.setattr(chapter, "auto_chunk_size", lambda tasks, per_task, device: 3)
+    groups = chapter._task_groups(8, 4, 10, 16, "cpu")
+    assert groups == [slice(0, 3), slice(3, 6), slice(6, 8)]
+    monkeypatch.undo()
+    assert chapter._task_groups(8, 4, 10, 16, "cpu") == [slice(0, 8)]  # tiny: all at once

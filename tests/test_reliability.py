@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from kdlib import losses
 from kdlib.models import DeepLinearStudent, LinearStudent, TwoLayerReLU
-from kdlib.train import auto_chunk_size, train, train_chunked
+from kdlib.train import auto_chunk_size, slice_replicas, train, train_chunked
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = settings(max_examples=40, deadline=None)
@@ -190,6 +190,30 @@ def test_results_do_not_depend_on_chunking(chunk_size):
     )
     assert torch.allclose(whole.end_to_end(), chunked.end_to_end(), rtol=0, atol=1e-13)
     assert result.loss.shape == (41, 8)
+
+
+def test_a_slice_of_replicas_trains_like_those_replicas_of_the_whole():
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(5, 12, 3, generator=gen), torch.rand(5, 12, generator=gen)
+    whole = TwoLayerReLU(5, 3, 8, symmetric_init=True, seed=2, dtype=torch.float64)
+    part = slice_replicas(whole, 1, 4)
+    assert part.replicas == 3 and part.hidden.shape == (3, 8, 3)
+    assert not part.output.requires_grad and part.hidden.requires_grad
+    torch.testing.assert_close(part.hidden, whole.hidden[1:4])
+    part.hidden.data.zero_()  # a copy: the whole model is not changed
+    assert whole.hidden.abs().sum() > 0
+    part = slice_replicas(whole, 1, 4)
+    xd = x.double()
+
+    def loss(m, _, rows=slice(None)):
+        return losses.binary_cross_entropy(m(xd[rows])[..., 0], y.double()[rows])
+
+    train(whole, loss, 30, 0.5)
+    train(part, lambda m, b: loss(m, b, slice(1, 4)), 30, 0.5)
+    torch.testing.assert_close(part.hidden, whole.hidden[1:4], rtol=0, atol=1e-12)
+    for start, stop in ((2, 2), (-1, 3), (0, 6)):
+        with pytest.raises(ValueError, match="start < stop"):
+            slice_replicas(whole, start, stop)
 
 
 def test_auto_chunk_size_respects_memory():

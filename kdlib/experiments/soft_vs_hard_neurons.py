@@ -46,7 +46,7 @@ from ..models import ReplicaCNN, TwoLayerReLU
 from ..ntk import empirical_ntk, relu_ntk
 from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import soft_vs_hard as theory
-from ..train import train
+from ..train import auto_chunk_size, slice_replicas, train
 from . import Experiment
 
 CHAPTER = "soft-vs-hard-neurons"
@@ -124,6 +124,12 @@ def _pair_pool_split(split, pair, n_train: int, gen: np.random.Generator) -> Spl
     return Split(x[train_idx], label[train_idx], x[test_idx], label[test_idx], tuple(pair))
 
 
+#: Copies of a task's Gram matrix to budget for on a GPU: the matrix moved to the device plus
+#: :func:`~kdlib.theory.soft_vs_hard.kernel_margin`'s working copies at its peak (measured 1.95 on
+#: a CPU, n = 3000), i.e. about 3, doubled for the allocator's slack.
+_MARGIN_COPIES = 6
+
+
 @functools.lru_cache(maxsize=2)
 def _tasks_and_margins(config: RunConfig):
     """The tasks and their limiting-NTK margins (cached: both experiments need them)."""
@@ -137,12 +143,16 @@ def _pair_margins(
     """Limiting-NTK margins of the tasks ``(P, n, d)``, solved a group of tasks at a time.
 
     Each Gram matrix is ``n^2`` doubles (128 MB at the full scale's n = 4000) and the solver holds
-    a few working copies of its batch, so all 45 at once need about 32 GB; groups of at most
-    ``budget / n^2`` tasks (1 GB of Gram matrices, 8 tasks at n = 4000) keep the run within a
-    laptop's memory. On a GPU the whole batch is solved at once.
+    a few working copies of its batch, so all 45 at once need about 32 GB; on a CPU, groups of at
+    most ``budget / n^2`` tasks (1 GB of Gram matrices, 8 tasks at n = 4000) keep the run within a
+    laptop's memory. On a GPU, as many tasks as fit in half its free memory are solved at once
+    (all 45 on an 80 GB card), counting ``_MARGIN_COPIES`` copies of each Gram matrix.
     """
     pairs, n = x_train.shape[:2]
-    group = pairs if torch.device(device).type == "cuda" else max(1, budget // (n * n))
+    if torch.device(device).type == "cuda":
+        group = auto_chunk_size(pairs, _MARGIN_COPIES * 8 * n * n, torch.device(device))
+    else:
+        group = max(1, budget // (n * n))
     parts = []
     starts = range(0, pairs, group)
     for start in tqdm(starts, desc="margins (task groups)", leave=False, disable=len(starts) < 2):
@@ -412,21 +422,32 @@ def _train_students(config: RunConfig) -> StudentsResult:
     teacher_width = config.pick(256, 16384)
     d = x.shape[-1]
 
+    # Built on the CPU and trained in groups of whole tasks that fit in the device's memory
+    # (at full scale one width-1,024 program needs ~13 GB); the initialisation does not depend
+    # on the grouping, and replicas are independent, so neither do the results.
     teacher = TwoLayerReLU(
-        n_tasks, d, teacher_width, symmetric_init=True, seed=config.seed + 1, device=device
+        n_tasks, d, teacher_width, symmetric_init=True, seed=config.seed + 1, device="cpu"
     )
-    run = train(
-        teacher,
-        lambda m, _: binary_cross_entropy(m(x), y, check=False),
-        steps,
-        lr,
-        record_every=steps,
-        desc="teacher",
-    )
-    with torch.no_grad():
-        teacher_probs = torch.sigmoid(teacher(x)[..., 0])  # (P, n): the soft labels
-        teacher_acc = ((teacher(x_test)[..., 0] > 0).float() == y_test).float().mean(-1)
-        confidence = torch.where(y > 0.5, teacher_probs, 1 - teacher_probs).mean(-1)
+    teacher_probs = torch.empty(n_tasks, x.shape[1], device=device)
+    teacher_acc = torch.empty(n_tasks, device=device)
+    teacher_loss = torch.empty(n_tasks)
+    for tasks in _task_groups(n_tasks, 1, x.shape[1], teacher_width, device):
+        part = slice_replicas(teacher, tasks.start, tasks.stop, device)
+        run = train(
+            part,
+            lambda m, _, t=tasks: binary_cross_entropy(m(x[t]), y[t], check=False),
+            steps,
+            lr,
+            record_every=steps,
+            desc="teacher",
+        )
+        with torch.no_grad():
+            teacher_probs[tasks] = torch.sigmoid(part(x[tasks])[..., 0])  # the soft labels
+            correct = (part(x_test[tasks])[..., 0] > 0).float() == y_test[tasks]
+            teacher_acc[tasks] = correct.float().mean(-1)
+        teacher_loss[tasks] = run.final_loss
+        del part
+    confidence = torch.where(y > 0.5, teacher_probs, 1 - teacher_probs).mean(-1)
     groups = 2 * seeds  # per task: soft seeds, then hard seeds
     targets = torch.cat(
         [teacher_probs[:, None].expand(-1, seeds, -1), y[:, None].expand(-1, seeds, -1)], dim=1
@@ -438,30 +459,38 @@ def _train_students(config: RunConfig) -> StudentsResult:
         ],
         dim=1,
     ).reshape(-1)
-    labels_test = y_test.repeat_interleave(groups, dim=0)
 
     shape = (n_tasks, 2, seeds, len(widths))
     avg, final, acc = np.zeros(shape), np.zeros(shape), np.zeros(shape)
     agree = np.zeros((n_tasks, len(widths), seeds))
     for j, width in enumerate(tqdm(widths, desc="student widths", leave=False)):
         student = paired_students(
-            n_tasks, seeds, d, int(width), config.seed + 100 + int(width), device
+            n_tasks, seeds, d, int(width), config.seed + 100 + int(width), "cpu"
         )
-        fit = train(
-            student,
-            lambda m, _: binary_cross_entropy(_logits(m, x, groups), targets, check=False) - offset,
-            steps,
-            lr,
-            progress=False,
-        )
-        with torch.no_grad():
-            predicted = (_logits(student, x_test, groups) > 0).float()
-            correct = predicted == labels_test
-            pairs_pred = predicted.view(n_tasks, 2, seeds, -1)
-            agree[:, j] = (pairs_pred[:, 0] == pairs_pred[:, 1]).float().mean(-1).cpu().numpy()
-        avg[..., j] = fit.loss[:-1].mean(0).view(n_tasks, 2, seeds).numpy()
-        final[..., j] = fit.loss[-1].view(n_tasks, 2, seeds).numpy()
-        acc[..., j] = correct.float().mean(-1).view(n_tasks, 2, seeds).cpu().numpy()
+        for tasks in _task_groups(n_tasks, groups, x.shape[1], int(width), device):
+            rows = slice(tasks.start * groups, tasks.stop * groups)
+            part = slice_replicas(student, rows.start, rows.stop, device)
+            fit = train(
+                part,
+                lambda m, _, t=tasks, r=rows: (
+                    binary_cross_entropy(_logits(m, x[t], groups), targets[r], check=False)
+                    - offset[r]
+                ),
+                steps,
+                lr,
+                progress=False,
+            )
+            size = tasks.stop - tasks.start
+            with torch.no_grad():
+                predicted = (_logits(part, x_test[tasks], groups) > 0).float()
+                correct = predicted == y_test[tasks].repeat_interleave(groups, dim=0)
+                pairs_pred = predicted.view(size, 2, seeds, -1)
+                same = (pairs_pred[:, 0] == pairs_pred[:, 1]).float().mean(-1)
+            agree[tasks, j] = same.cpu().numpy()
+            avg[tasks, ..., j] = fit.loss[:-1].mean(0).view(size, 2, seeds).numpy()
+            final[tasks, ..., j] = fit.loss[-1].view(size, 2, seeds).numpy()
+            acc[tasks, ..., j] = correct.float().mean(-1).view(size, 2, seeds).cpu().numpy()
+            del part
     kind_first = (1, 0, 3, 2)  # -> [kind, task, width, seed]
     return StudentsResult(
         pairs=[tasks_all.pairs[i] for i in chosen],
@@ -474,12 +503,25 @@ def _train_students(config: RunConfig) -> StudentsResult:
         test_accuracy=acc.transpose(kind_first),
         agreement=agree,
         teacher_accuracy=teacher_acc.cpu().numpy(),
-        teacher_loss=run.final_loss.numpy(),
+        teacher_loss=teacher_loss.numpy(),
         teacher_confidence=confidence.cpu().numpy(),
         teacher_width=teacher_width,
         eps=0.1,
         n_test=int(x_test.shape[1]),
     )
+
+
+#: Bytes of activations (and their gradients) per replica, training point and neuron in one
+#: training step of :func:`_logits` (float32): measured 10.9 at full scale, rounded up.
+_STEP_BYTES = 12
+
+
+def _task_groups(tasks: int, replicas_per_task: int, n: int, width: int, device) -> list[slice]:
+    """Consecutive groups of whole tasks whose training step fits in half of the free memory of
+    ``device`` (:func:`~kdlib.train.auto_chunk_size`); one group when everything fits."""
+    per_task = _STEP_BYTES * replicas_per_task * n * width
+    size = auto_chunk_size(tasks, per_task, torch.device(device))
+    return [slice(start, min(start + size, tasks)) for start in range(0, tasks, size)]
 
 
 def run_students(config: RunConfig) -> StudentsResult:
