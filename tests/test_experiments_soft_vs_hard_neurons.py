@@ -35,7 +35,13 @@ def _claims(config):
 
 def test_chapter_is_registered():
     assert get_chapter("soft-vs-hard-neurons") is chapter
-    assert [e.name for e in chapter.EXPERIMENTS] == ["margins", "accuracy", "neurons", "deep"]
+    assert [e.name for e in chapter.EXPERIMENTS] == [
+        "margins",
+        "accuracy",
+        "neurons",
+        "steps",
+        "deep",
+    ]
 
 
 def test_margins_claims_pass(margins, config):
@@ -282,3 +288,38 @@ def test_task_groups_cover_the_tasks_in_order(monkeypatch):
     assert groups == [slice(0, 3), slice(3, 6), slice(6, 8)]
     monkeypatch.undo()
     assert chapter._task_groups(8, 4, 10, 16, "cpu") == [slice(0, 8)]  # tiny: all at once
+
+
+@pytest.fixture(scope="module")
+def long_runs(config):
+    return chapter.run_steps(config)
+
+
+def test_steps_claims_pass_and_the_runs_are_recorded_whole(long_runs, config):
+    claims = _claims(config)
+    chapter.check_steps(long_runs, claims)
+    assert [r.verdict for r in claims.records] == ["pass", "pass", "agrees"]
+    assert long_runs.loss.shape == (2, 5, 8, long_runs.steps + 1)
+    # a run's average over its first T steps is the mean of the recorded losses 0 .. T-1
+    np.testing.assert_allclose(
+        long_runs.average_loss(10), long_runs.loss[..., :10].mean(-1), rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="steps"):
+        long_runs.average_loss(0)
+    assert "runs are below ln(2)/n" in chapter.describe_steps(long_runs)
+
+
+def test_a_loss_decaying_like_one_over_root_t_fails_the_rate_claim(long_runs, config):
+    t = np.arange(long_runs.steps + 1, dtype=float)
+    slow = 1e-3 * np.sqrt(long_runs.steps / np.maximum(t, 1.0))  # below ln2/n from mid-run on
+    fake = dataclasses.replace(long_runs, loss=np.broadcast_to(slow, long_runs.loss.shape))
+    slopes, separated = chapter.late_slopes(fake)
+    assert separated.all() and np.allclose(slopes, -0.5)
+    with pytest.raises(ClaimFailed, match="slope of the hard-label loss"):
+        chapter.check_steps(fake, _claims(config))
+
+
+def test_steps_precondition_fails_when_no_run_separates(long_runs, config):
+    stuck = dataclasses.replace(long_runs, loss=np.full(long_runs.loss.shape, 0.3))
+    with pytest.raises(ClaimFailed, match="pass below ln"):
+        chapter.check_steps(stuck, _claims(config))

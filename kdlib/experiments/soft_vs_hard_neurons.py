@@ -54,6 +54,8 @@ TITLE = "How many neurons do soft labels save?"
 ORDER = 40
 
 _KINDS = ("soft", "hard")
+#: Gradient-descent steps of the width experiment's students (quick, full).
+_STUDENT_STEPS = (250, 2000)
 
 
 # -- data: every digit pair, unit-norm inputs -------------------------------------------------
@@ -408,8 +410,7 @@ def _train_students(config: RunConfig) -> StudentsResult:
     replicas, one batched program per width). Cached: two experiments read the same runs."""
     tasks_all, est = _tasks_and_margins(config)
     n_tasks = config.pick(5, 8)
-    order = np.argsort(-np.asarray(est.gamma))  # easiest first
-    chosen = order[np.round(np.linspace(0, len(order) - 1, n_tasks)).astype(int)]
+    chosen = _chosen_tasks(est, n_tasks)
     device = config.device
     x = tasks_all.x_train[chosen].to(device)
     y = tasks_all.y_train[chosen].to(device)
@@ -417,7 +418,7 @@ def _train_students(config: RunConfig) -> StudentsResult:
     y_test = tasks_all.y_test[chosen].to(device)
     widths = np.array(config.pick([2, 4, 8, 16, 32], [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]))
     seeds = config.pick(32, 16)
-    steps = config.pick(250, 2000)
+    steps = config.pick(*_STUDENT_STEPS)
     lr = 8.0
     teacher_width = config.pick(256, 16384)
     d = x.shape[-1]
@@ -522,6 +523,12 @@ def _task_groups(tasks: int, replicas_per_task: int, n: int, width: int, device)
     per_task = _STEP_BYTES * replicas_per_task * n * width
     size = auto_chunk_size(tasks, per_task, torch.device(device))
     return [slice(start, min(start + size, tasks)) for start in range(0, tasks, size)]
+
+
+def _chosen_tasks(est: theory.MarginEstimate, count: int) -> np.ndarray:
+    """``count`` task indices spread evenly over the range of gamma, easiest first."""
+    order = np.argsort(-np.asarray(est.gamma))
+    return order[np.round(np.linspace(0, len(order) - 1, count)).astype(int)]
 
 
 def run_students(config: RunConfig) -> StudentsResult:
@@ -832,6 +839,206 @@ def _width_axis(ax, widths) -> None:
 def _pair(result, p: int) -> str:
     a, b = result.pairs[p]
     return f"{a}-vs-{b}"
+
+
+# -- 4. more steps instead of more neurons? -------------------------------------------------------
+
+
+@dataclass
+class StepsResult:
+    """Hard-label students trained for many more steps than in the width experiment.
+
+    Attributes
+    ----------
+    pairs : list of (int, int);  gamma : ``(P,)`` margins of the tasks (decreasing)
+    widths : ``(W,)`` a small and a wide student
+    loss : ``(W, P, S, T + 1)`` logistic training loss after every step (index 0 = initial)
+    steps, lr : the gradient-descent run;  budget : the width experiment's step budget
+    eps : the target of the average loss;  n_train : training points per task
+    """
+
+    pairs: list
+    gamma: np.ndarray
+    widths: np.ndarray
+    loss: np.ndarray
+    steps: int
+    lr: float
+    budget: int
+    eps: float
+    n_train: int
+
+    def average_loss(self, steps: int) -> np.ndarray:
+        """Loss averaged over the first ``steps`` iterations, ``(W, P, S)``: what a run of
+        ``steps`` steps reports (gradient descent is deterministic, so a longer run's first
+        ``steps`` iterations are that run)."""
+        if not 1 <= steps <= self.steps:
+            raise ValueError(f"steps must be in 1..{self.steps}; got {steps}")
+        return self.loss[..., :steps].mean(-1)
+
+    @property
+    def threshold(self) -> float:
+        """``ln(2) / n``: below this training loss every point has a positive margin, the
+        precondition of the 1/t rate."""
+        return math.log(2) / self.n_train
+
+
+def run_steps(config: RunConfig) -> StepsResult:
+    """Hard-label students of a small and a wide width on the width experiment's tasks, trained
+    for 16x its step budget (quick) with the same step size, every loss recorded."""
+    tasks_all, est = _tasks_and_margins(config)
+    chosen = _chosen_tasks(est, config.pick(5, 8))
+    device = config.device
+    x = tasks_all.x_train[chosen].to(device)
+    y = tasks_all.y_train[chosen].to(device)
+    widths = np.array(config.pick([4, 32], [16, 256]))
+    seeds, steps, lr = 8, config.pick(4000, 16000), 8.0
+    n_tasks, n = x.shape[:2]
+    labels = y.repeat_interleave(seeds, dim=0)
+    loss = np.zeros((len(widths), n_tasks, seeds, steps + 1))
+    for j, width in enumerate(tqdm(widths, desc="long runs (widths)", leave=False)):
+        students = TwoLayerReLU(
+            n_tasks * seeds,
+            x.shape[-1],
+            int(width),
+            symmetric_init=True,
+            seed=config.seed + 300 + int(width),
+        )
+        for tasks in _task_groups(n_tasks, seeds, n, int(width), device):
+            rows = slice(tasks.start * seeds, tasks.stop * seeds)
+            part = slice_replicas(students, rows.start, rows.stop, device)
+            fit = train(
+                part,
+                lambda m, _, t=tasks, r=rows: binary_cross_entropy(
+                    _logits(m, x[t], seeds), labels[r], check=False
+                ),
+                steps,
+                lr,
+                desc=f"width {width}",
+            )
+            size = tasks.stop - tasks.start
+            loss[j, tasks] = fit.loss.T.reshape(size, seeds, -1).numpy()
+            del part
+    return StepsResult(
+        pairs=[tasks_all.pairs[i] for i in chosen],
+        gamma=np.asarray(est.gamma)[chosen],
+        widths=widths,
+        loss=loss,
+        steps=steps,
+        lr=lr,
+        budget=config.pick(*_STUDENT_STEPS),
+        eps=0.1,
+        n_train=n,
+    )
+
+
+def late_slopes(result: StepsResult) -> tuple[np.ndarray, np.ndarray]:
+    """Log-log slope of the loss in the step count over the second half of the run, ``(W, P,
+    S)``, and the mask of the runs whose loss is already below ``ln(2)/n`` at mid-run (where the
+    1/t rate applies)."""
+    half = result.steps // 2
+    start, end = result.loss[..., half], result.loss[..., -1]
+    slopes = np.log(end / start) / math.log(result.steps / half)
+    return slopes, start < result.threshold
+
+
+def check_steps(result: StepsResult, claims: Claims) -> None:
+    """Once every training point has a positive margin, the logistic loss of gradient descent
+    falls like 1/t; so an average loss the width experiment's budget could not reach is reached
+    by running longer (recorded as an observation)."""
+    slopes, separated = late_slopes(result)
+    wide = separated[-1]
+    claims.at_least(
+        "long runs: tasks on which the wide hard-label students pass below ln(2)/n by mid-run",
+        measured=int(wide.any(axis=-1).sum()),
+        bound=1,
+        why="the precondition of the 1/t rate (every point with a positive margin); the rate "
+        "is checked on the runs that meet it",
+    )
+    claims.close(
+        "long runs: log-log slope of the hard-label loss in t, second half, mean over the runs "
+        "below ln(2)/n",
+        predicted=-1.0,
+        measured=float(slopes[separated].mean()),
+        atol=0.1,
+        why="logistic loss of a 1-homogeneous network after separation: Theta(1/t) "
+        "(Lyu & Li 2020; Soudry et al. 2018 for linear models); 0.1 for the finite window, "
+        "where a loss C/(t + t0) has local slope -t/(t + t0)",
+    )
+    hardest = int(np.argmin(result.gamma))
+    longest = float(result.average_loss(result.steps)[-1, hardest].mean())
+    budget = float(result.average_loss(result.budget)[-1, hardest].mean())
+    with claims.observing():
+        claims.ordered(
+            f"observation: wide hard-label students on {_pair(result, hardest)} reach average "
+            f"loss < eps with {result.steps} steps, not with {result.budget}",
+            {
+                f"after {result.steps} steps": longest,
+                "eps": result.eps,
+                f"after {result.budget} steps": budget,
+            },
+            order=[f"after {result.steps} steps", "eps", f"after {result.budget} steps"],
+            why="the chapter's reading of the width experiment: the hard-label shortfall is one of "
+            "steps (distance travelled), not of neurons (seed means)",
+        )
+
+
+def describe_steps(result: StepsResult) -> str:
+    """The long runs in plain sentences, with their numbers (for the chapter)."""
+    slopes, separated = late_slopes(result)
+    hardest = int(np.argmin(result.gamma))
+    avg = [result.average_loss(b)[-1, hardest].mean() for b in (result.budget, result.steps)]
+    return (
+        f"{int(separated.sum())} of {separated.size} runs are below ln(2)/n = "
+        f"{result.threshold:.4f} at step {result.steps // 2}; over the second half their loss "
+        f"falls with log-log slope {slopes[separated].mean():.3f} on average (from "
+        f"{slopes[separated].min():.3f} to {slopes[separated].max():.3f}). On the hardest pair, "
+        f"{_pair(result, hardest)}, the width-{result.widths[-1]} students' average loss is "
+        f"{avg[0]:.3f} after {result.budget} steps and {avg[1]:.3f} after {result.steps}."
+    )
+
+
+def plot_steps(result: StepsResult):
+    """Left: loss against steps of the wide students (seed means), with the 1/t rate; right:
+    the average loss against the step budget, small and wide students."""
+    fig, axes = figure(2, 1, width=5.2, height=3.8)
+    ax = axes[0][0]
+    t = np.arange(1, result.steps + 1)
+    colors = [PALETTE["blue"], PALETTE["green"], PALETTE["orange"], PALETTE["purple"]]
+    colors += [PALETTE["vermillion"], PALETTE["sky"], PALETTE["black"], PALETTE["yellow"]]
+    for p in range(len(result.pairs)):
+        label = rf"{_pair(result, p)}, $\gamma$={result.gamma[p]:.3f}"
+        ax.plot(t, result.loss[-1, p, :, 1:].mean(0), color=colors[p % 8], label=label)
+    half = result.steps // 2
+    anchor = result.loss[-1, int(np.argmax(result.gamma)), :, half].mean()
+    grid = np.array([half / 8, result.steps])
+    plot_predicted(ax, grid, anchor * half / grid, label=r"$\propto 1/t$")
+    ax.axhline(result.threshold, color="grey", lw=1, ls=":", label=r"$\ln 2 / n$")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="gradient-descent step $t$",
+        ylabel="training loss (hard labels)",
+        title=f"Width {result.widths[-1]}",
+    )
+    ax.legend(fontsize=7)
+    ax = axes[0][1]
+    budgets = np.unique(np.geomspace(10, result.steps, 30).astype(int))
+    for j, style in ((0, "--"), (len(result.widths) - 1, "-")):
+        for p in (int(np.argmax(result.gamma)), int(np.argmin(result.gamma))):
+            curve = [result.average_loss(int(b))[j, p].mean() for b in budgets]
+            label = f"{_pair(result, p)}, width {result.widths[j]}"
+            ax.plot(budgets, curve, style, color=colors[p % 8], label=label)
+    ax.axhline(result.eps, color="grey", lw=1, ls=":", label=rf"$\epsilon$ = {result.eps:g}")
+    ax.axvline(result.budget, color="grey", lw=1, label="width experiment's budget")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="step budget $T$",
+        ylabel="loss averaged over the first $T$ steps",
+        title="Hard labels: more steps",
+    )
+    ax.legend(fontsize=7)
+    return fig
 
 
 # -- deep networks: small convolutional students on images with added input noise -------------
@@ -1157,5 +1364,6 @@ EXPERIMENTS = [
     Experiment("margins", run_margins, check_margins, plot_margins),
     Experiment("accuracy", run_students, check_accuracy, plot_accuracy),
     Experiment("neurons", run_students, check_neurons, plot_neurons),
+    Experiment("steps", run_steps, check_steps, plot_steps),
     Experiment("deep", run_deep, check_deep, plot_deep),
 ]
