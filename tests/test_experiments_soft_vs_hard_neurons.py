@@ -298,7 +298,7 @@ def long_runs(config):
 def test_steps_claims_pass_and_the_runs_are_recorded_whole(long_runs, config):
     claims = _claims(config)
     chapter.check_steps(long_runs, claims)
-    assert [r.verdict for r in claims.records] == ["pass", "pass", "agrees"]
+    assert [r.verdict for r in claims.records] == ["agrees", "pass", "agrees"]
     assert long_runs.loss.shape == (2, 5, 8, long_runs.steps + 1)
     # a run's average over its first T steps is the mean of the recorded losses 0 .. T-1
     np.testing.assert_allclose(
@@ -319,7 +319,12 @@ def test_a_loss_decaying_like_one_over_root_t_fails_the_rate_claim(long_runs, co
         chapter.check_steps(fake, _claims(config))
 
 
-def test_steps_precondition_fails_when_no_run_separates(long_runs, config):
+def test_without_a_run_below_the_threshold_the_rate_is_not_claimed(long_runs, config):
     stuck = dataclasses.replace(long_runs, loss=np.full(long_runs.loss.shape, 0.3))
-    with pytest.raises(ClaimFailed, match="pass below ln"):
-        chapter.check_steps(stuck, _claims(config))
+    claims = _claims(config)
+    chapter.check_steps(stuck, claims)  # nothing to enforce: the theorem does not apply
+    assert [(r.verdict, r.name.split(":")[0]) for r in claims.records] == [
+        ("disagrees", "observation"),
+        ("disagrees", "observation"),
+    ]
+    assert "rate is not tested" in chapter.describe_steps(stuck)
