@@ -6,7 +6,9 @@
     Run every experiment of the chapter(s) (the same functions the notebooks call), with a progress
     bar; write figures (PNG) and a claims table per chapter under ``<out>/<scale>/<chapter>/``
     (the latest check of every claim run into ``<out>``, so ``--only`` runs add up);
-    cache each result on disk so an interrupted run resumes and re-plotting needs no retraining.
+    cache each result on disk so an interrupted run resumes and re-plotting needs no retraining,
+    and with it the work several experiments share (trained members, students, margins), so an
+    ``--only`` run does not train again what an earlier one trained. ``--no-cache`` uses neither.
     Exits with status 1 if any claim failed, 2 if an experiment could not run because its data
     (MNIST, CIFAR-10: full scale of chapter 4) are not on disk; the other experiments still run.
 ``claims [--scale quick]``
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import ResultCache, cache_key, code_hash
+from .cache import ResultCache, cache_key, code_hash, shared_work_cache
 from .claims import ClaimRecord, Claims, Ledger, records_to_markdown, summarize
 from .config import RunConfig, resolve
 from .experiments import chapters, get_chapter
@@ -116,9 +118,10 @@ def run_chapters(
         try:
             with interrupts_propagate():  # Ctrl-C: stop, never cache a half-trained result
                 if use_cache:
-                    result, hit = cache.get_or_run(
-                        experiment.name, key, lambda e=experiment: e.run(config)
-                    )
+                    with shared_work_cache(cache.folder, codes[module.CHAPTER]):
+                        result, hit = cache.get_or_run(
+                            experiment.name, key, lambda e=experiment: e.run(config)
+                        )
                 else:
                     result, hit = experiment.run(config), False
         except FileNotFoundError as err:

@@ -7,23 +7,33 @@ reused: it simply has another key. Editing one chapter's code does not invalidat
 hours-long full-scale results. Each file carries a SHA-256 checksum of its payload; a truncated
 or corrupted file is detected, reported and recomputed, never used. Files are written atomically
 (write to a temporary name, then rename), so an interrupted run leaves either the old file or none.
+
+Work that several experiments of a chapter share (an ensemble's trained members, a margin solve,
+a grid of trained students) is cached too, while ``reproduce`` runs the chapter
+(:func:`shared_work_cache`): a ``--only`` run, or a run resumed after an interruption, reuses
+what an earlier run trained instead of training it again. In a notebook, where one process runs
+every experiment, the chapters' in-memory caches do that job and nothing is written.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import os
 import pickle
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import RunConfig
 
-__all__ = ["code_hash", "cache_key", "ResultCache"]
+__all__ = ["code_hash", "cache_key", "ResultCache", "shared_work", "shared_work_cache"]
+
+T = TypeVar("T")
 
 _MAGIC = b"KDLIBCACHE1\n"
 
@@ -182,3 +192,51 @@ class ResultCache:
         result = compute()
         self.save(name, key, result)
         return result, False
+
+
+#: The folder and code hash :func:`shared_work` caches under, set by :func:`shared_work_cache`.
+_SHARED: ContextVar[tuple[ResultCache, str] | None] = ContextVar("kdlib_shared_work", default=None)
+
+
+@contextlib.contextmanager
+def shared_work_cache(folder: str | os.PathLike, code: str) -> Iterator[ResultCache]:
+    """While active, :func:`shared_work` stores and reuses results in ``folder``.
+
+    Parameters
+    ----------
+    folder : path
+        The chapter's cache folder.
+    code : str
+        The hash of the code that computes the work (:func:`code_hash` of the chapter's module),
+        part of every key: work done by other code is never reused.
+    """
+    cache = ResultCache(folder)
+    token = _SHARED.set((cache, code))
+    try:
+        yield cache
+    finally:
+        _SHARED.reset(token)
+
+
+def shared_work(name: str, inputs: Any, compute: Callable[[], T]) -> T:
+    """``compute()``, cached on disk when a :func:`shared_work_cache` is active.
+
+    Parameters
+    ----------
+    name : str
+        What the work is (part of the file name), e.g. ``"members"``.
+    inputs : object
+        Everything the result depends on besides the code (a run's configuration, a setting); its
+        ``repr`` is part of the key, so it must show every field that matters (dataclasses do).
+    compute : callable
+        Computes the result; called only on a miss, and its result is stored only if it returns
+        (an interrupted computation stores nothing).
+    """
+    active = _SHARED.get()
+    if active is None:
+        return compute()
+    cache, code = active
+    fields = {"name": name, "inputs": repr(inputs), "code": code}
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    result, _ = cache.get_or_run(f"shared-{name}", key, compute)
+    return result

@@ -96,3 +96,64 @@ def test_a_module_outside_the_package_is_hashed_with_all_of_it(tmp_path):
     first = code_hash(outside)
     outside.write_text("Z = 2\n")
     assert code_hash(outside) != first and len(first) == 64
+
+
+def test_shared_work_is_computed_once_per_folder_code_and_inputs(tmp_path):
+    from kdlib.cache import shared_work, shared_work_cache
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"members": len(calls)}
+
+    assert shared_work("w", ("a", 1), compute) == {"members": 1}  # no cache active: computed
+    assert shared_work("w", ("a", 1), compute) == {"members": 2} and len(calls) == 2
+    with shared_work_cache(tmp_path, code="abc"):
+        first = shared_work("w", ("a", 1), compute)
+    with shared_work_cache(tmp_path, code="abc"):  # a later process: reused from disk
+        assert shared_work("w", ("a", 1), compute) == first and len(calls) == 3
+        assert shared_work("w", ("a", 2), compute) == {"members": 4}  # other inputs
+        assert shared_work("v", ("a", 1), compute) == {"members": 5}  # other work
+    with shared_work_cache(tmp_path, code="abd"):  # other code: never reused
+        assert shared_work("w", ("a", 1), compute) == {"members": 6}
+    assert shared_work("w", ("a", 1), compute) == {"members": 7}  # the context was reset
+
+
+def test_shared_work_interrupted_stores_nothing(tmp_path):
+    from kdlib.cache import shared_work, shared_work_cache
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with shared_work_cache(tmp_path, code="abc"):
+        with pytest.raises(KeyboardInterrupt):
+            shared_work("w", 1, interrupted)
+        assert shared_work("w", 1, lambda: "trained") == "trained"
+    assert [p.name.split("-")[:2] for p in tmp_path.iterdir()] == [["shared", "w"]]
+
+
+def test_chapter_members_are_cached_on_disk_and_reused(tmp_path, monkeypatch):
+    """Chapter 5's members (a trained network and its logits) survive the disk: a second
+    process-like call (in-memory cache cleared) loads them instead of training."""
+    import torch
+
+    from kdlib.cache import shared_work_cache
+    from kdlib.experiments import multi_view
+
+    key = multi_view._key(resolve("quick", "cpu", 0))
+    multi_view._members.cache_clear()
+    with shared_work_cache(tmp_path, code="abc"):
+        trained = multi_view._members(key)
+    multi_view._members.cache_clear()
+
+    def no_training(_key):
+        raise AssertionError("the members were trained again")
+
+    monkeypatch.setattr(multi_view, "_train_members", no_training)
+    with shared_work_cache(tmp_path, code="abc"):
+        loaded = multi_view._members(key)
+    multi_view._members.cache_clear()
+    assert torch.equal(loaded.network.weight, trained.network.weight)
+    assert torch.equal(loaded.test_logits, trained.test_logits)
+    assert (loaded.init_correlations == trained.init_correlations).all()

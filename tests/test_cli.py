@@ -182,3 +182,31 @@ def test_fetch_cifar10_reports_its_folder_or_one_clear_line(monkeypatch, tmp_pat
     monkeypatch.setattr(cifar, "fetch_cifar10", corrupted)
     assert cli.main(["fetch-cifar10"]) == 1
     assert "fetch-cifar10: the decoded x_test" in capsys.readouterr().err
+
+
+def test_only_runs_share_work_through_the_disk_unless_no_cache(monkeypatch, tmp_path):
+    """Two experiments reading the same trained work: a second ``--only`` run (a new process,
+    or a run resumed after an interruption) reuses it; ``--no-cache`` computes it again."""
+    from kdlib.cache import shared_work
+
+    trainings = []
+
+    def shared(config):
+        return shared_work("members", config, lambda: trainings.append(1) or 1.0)
+
+    def check(result, claims):
+        claims.close("value", predicted=1.0, measured=result.value, atol=1e-9)
+
+    module = types.SimpleNamespace(
+        CHAPTER="fake",
+        TITLE="Fake",
+        EXPERIMENTS=[
+            Experiment(name, lambda c: _Result(shared(c)), check, None) for name in ("a", "b")
+        ],
+    )
+    monkeypatch.setattr(cli, "chapters", lambda: {"fake": module})
+    monkeypatch.setattr(cli, "get_chapter", lambda c: {"fake": module}[c])
+    argv = ["reproduce", "fake", "--out", str(tmp_path), "--device", "cpu", "--only"]
+    assert cli.main([*argv, "a"]) == 0 and cli.main([*argv, "b"]) == 0
+    assert len(trainings) == 1
+    assert cli.main([*argv, "b", "--no-cache"]) == 0 and len(trainings) == 2

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import shared_work
 from ..claims import Claims, t_halfwidth
 from ..config import RunConfig, make_generator, single_cpu_thread
 from ..data.multi_view import MultiViewData, MultiViewParams, make_features, sample_multi_view
@@ -536,6 +537,12 @@ def _logits(model: nn.Module, x: torch.Tensor, chunk: int = 1024) -> torch.Tenso
 
 @functools.lru_cache(maxsize=2)
 def _members(key: tuple) -> _Members:
+    """The ensemble's trained members, which most experiments share (cached in memory and, under
+    ``reproduce``, on disk, so an ``--only`` run does not train them again)."""
+    return shared_work("members", key, lambda: _train_members(key))
+
+
+def _train_members(key: tuple) -> _Members:
     s, device, seed = key
     data = _data(key)
     net = _network(s, s.members, seed + 1, device)

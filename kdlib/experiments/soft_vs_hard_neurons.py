@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..cache import shared_work
 from ..claims import Claims, fit_slope, t_halfwidth
 from ..config import RunConfig
 from ..data import Split, load_digits_split
@@ -134,9 +135,13 @@ _MARGIN_COPIES = 6
 
 @functools.lru_cache(maxsize=2)
 def _tasks_and_margins(config: RunConfig):
-    """The tasks and their limiting-NTK margins (cached: both experiments need them)."""
+    """The tasks and their limiting-NTK margins (cached, in memory and, under ``reproduce``, on
+    disk: every experiment of the chapter needs them, and at full scale they take minutes)."""
     tasks = load_pair_tasks(config)
-    return tasks, _pair_margins(tasks.x_train, tasks.y_train, config.device)
+    margins = shared_work(
+        "margins", config, lambda: _pair_margins(tasks.x_train, tasks.y_train, config.device)
+    )
+    return tasks, margins
 
 
 def _pair_margins(
@@ -407,7 +412,13 @@ def paired_students(
 @functools.lru_cache(maxsize=2)
 def _train_students(config: RunConfig) -> StudentsResult:
     """Teacher per task, then soft and hard students for every width (seeds x kinds x tasks as
-    replicas, one batched program per width). Cached: two experiments read the same runs."""
+    replicas, one batched program per width). Cached in memory and, under ``reproduce``, on disk:
+    two experiments read the same runs, the full scale's costliest part."""
+    return shared_work("students", config, lambda: _train_students_now(config))
+
+
+def _train_students_now(config: RunConfig) -> StudentsResult:
+    """:func:`_train_students`, uncached."""
     tasks_all, est = _tasks_and_margins(config)
     n_tasks = config.pick(5, 8)
     chosen = _chosen_tasks(est, n_tasks)
