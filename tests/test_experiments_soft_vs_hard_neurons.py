@@ -211,6 +211,37 @@ def test_deep_observations_follow_the_paired_gain(config):
     assert "sigma 2" in chapter.describe_deep(_deep_result([0.9, 0.8, 0.5]))
 
 
+def test_an_interrupted_deep_run_resumes_at_the_width_it_was_training(
+    config, tmp_path, monkeypatch
+):
+    """Under ``reproduce`` the teacher and each width are cached as they finish: after an
+    interruption, the rerun trains only what was unfinished, and its result equals a run that
+    was never interrupted."""
+    from kdlib.cache import shared_work_cache
+
+    fit, trained, interrupt = chapter._fit_images, [], ["width 4"]
+
+    def recording(model, x, targets, steps, desc, **kwargs):
+        if desc in interrupt:
+            raise KeyboardInterrupt
+        trained.append(desc)
+        return fit(model, x, targets, steps, desc=desc, **kwargs)
+
+    monkeypatch.setattr(chapter, "_fit_images", recording)
+    with shared_work_cache(tmp_path, code="abc"), pytest.raises(KeyboardInterrupt):
+        chapter.run_deep(config)
+    assert trained == ["teacher", "width 1", "width 2"]
+    interrupt.clear()
+    with shared_work_cache(tmp_path, code="abc"):
+        resumed = chapter.run_deep(config)
+    assert trained[3:] == ["width 4"]
+    uninterrupted = chapter.run_deep(config)  # no cache active: everything trained again
+    for field in dataclasses.fields(resumed):
+        np.testing.assert_array_equal(
+            getattr(resumed, field.name), getattr(uninterrupted, field.name)
+        )
+
+
 def test_noisy_copies_are_seeded_and_exact_without_noise():
     x = torch.randn(6, 1, 4, 4)
     copies = chapter.noisy_copies(x, np.array([0.0, 1.0]), seed=3)

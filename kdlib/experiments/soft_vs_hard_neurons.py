@@ -418,33 +418,84 @@ def _train_students(config: RunConfig) -> StudentsResult:
 
 
 def _train_students_now(config: RunConfig) -> StudentsResult:
-    """:func:`_train_students`, uncached."""
+    """:func:`_train_students`, uncached as a whole; its teacher and each width's students are
+    cached on their own under ``reproduce``, so an interrupted full-scale run resumes at the
+    width it was training."""
     tasks_all, est = _tasks_and_margins(config)
-    n_tasks = config.pick(5, 8)
-    chosen = _chosen_tasks(est, n_tasks)
+    chosen = _chosen_tasks(est, config.pick(5, 8))
     device = config.device
-    x = tasks_all.x_train[chosen].to(device)
-    y = tasks_all.y_train[chosen].to(device)
-    x_test = tasks_all.x_test[chosen].to(device)
-    y_test = tasks_all.y_test[chosen].to(device)
+    x, y, x_test, y_test = (
+        t[chosen].to(device)
+        for t in (tasks_all.x_train, tasks_all.y_train, tasks_all.x_test, tasks_all.y_test)
+    )
     widths = np.array(config.pick([2, 4, 8, 16, 32], [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]))
     seeds = config.pick(32, 16)
     steps = config.pick(*_STUDENT_STEPS)
     lr = 8.0
     teacher_width = config.pick(256, 16384)
-    d = x.shape[-1]
 
-    # Built on the CPU and trained in groups of whole tasks that fit in the device's memory
-    # (at full scale one width-1,024 program needs ~13 GB); the initialisation does not depend
-    # on the grouping, and replicas are independent, so neither do the results.
-    teacher = TwoLayerReLU(
-        n_tasks, d, teacher_width, symmetric_init=True, seed=config.seed + 1, device="cpu"
+    teacher = shared_work(
+        "students-teacher",
+        config,
+        lambda: _train_teachers(config, x, y, x_test, y_test, teacher_width, steps, lr),
     )
-    teacher_probs = torch.empty(n_tasks, x.shape[1], device=device)
-    teacher_acc = torch.empty(n_tasks, device=device)
-    teacher_loss = torch.empty(n_tasks)
-    for tasks in _task_groups(n_tasks, 1, x.shape[1], teacher_width, device):
-        part = slice_replicas(teacher, tasks.start, tasks.stop, device)
+    teacher_probs = teacher["probs"].to(device)
+    confidence = torch.where(y > 0.5, teacher_probs, 1 - teacher_probs).mean(-1)
+    groups = 2 * seeds  # per task: soft seeds, then hard seeds
+    targets = torch.cat(
+        [teacher_probs[:, None].expand(-1, seeds, -1), y[:, None].expand(-1, seeds, -1)], dim=1
+    ).reshape(len(chosen) * groups, -1)
+    offset = torch.cat(
+        [
+            _binary_entropy(teacher_probs)[:, None].expand(-1, seeds),
+            torch.zeros(len(chosen), seeds, device=device),
+        ],
+        dim=1,
+    ).reshape(-1)
+
+    parts = [
+        shared_work(
+            "students-width",
+            (config, int(width)),
+            lambda w=int(width): _train_width(
+                config, w, seeds, (x, targets, offset, x_test, y_test), steps, lr
+            ),
+        )
+        for width in tqdm(widths, desc="student widths", leave=False)
+    ]
+    kind_first = (1, 0, 3, 2)  # [task, kind, seed, width] -> [kind, task, width, seed]
+    stacked = {k: np.stack([part[k] for part in parts], axis=-1) for k in parts[0]}
+    return StudentsResult(
+        pairs=[tasks_all.pairs[i] for i in chosen],
+        gamma=np.asarray(est.gamma)[chosen],
+        widths=widths,
+        steps=steps,
+        lr=lr,
+        avg_loss=stacked["avg"].transpose(kind_first),
+        final_loss=stacked["final"].transpose(kind_first),
+        test_accuracy=stacked["acc"].transpose(kind_first),
+        agreement=stacked["agree"].transpose(0, 2, 1),  # [task, seed, width] -> [task, width, seed]
+        teacher_accuracy=teacher["accuracy"],
+        teacher_loss=teacher["loss"],
+        teacher_confidence=confidence.cpu().numpy(),
+        teacher_width=teacher_width,
+        eps=0.1,
+        n_test=int(x_test.shape[1]),
+    )
+
+
+def _train_teachers(config, x, y, x_test, y_test, width: int, steps: int, lr: float) -> dict:
+    """The wide teacher of every task: its probabilities on the training points (the soft
+    labels, on the CPU), its test accuracy and final training loss per task.
+
+    Built on the CPU and trained in groups of whole tasks that fit in the device's memory (at
+    full scale one width-1,024 program needs ~13 GB); the initialisation does not depend on the
+    grouping, and replicas are independent, so neither do the results."""
+    n_tasks, n, d = x.shape
+    teacher = TwoLayerReLU(n_tasks, d, width, symmetric_init=True, seed=config.seed + 1)
+    probs, accuracy, loss = torch.empty(n_tasks, n), np.empty(n_tasks), np.empty(n_tasks)
+    for tasks in _task_groups(n_tasks, 1, n, width, x.device):
+        part = slice_replicas(teacher, tasks.start, tasks.stop, x.device)
         run = train(
             part,
             lambda m, _, t=tasks: binary_cross_entropy(m(x[t]), y[t], check=False),
@@ -454,73 +505,49 @@ def _train_students_now(config: RunConfig) -> StudentsResult:
             desc="teacher",
         )
         with torch.no_grad():
-            teacher_probs[tasks] = torch.sigmoid(part(x[tasks])[..., 0])  # the soft labels
+            probs[tasks] = torch.sigmoid(part(x[tasks])[..., 0]).cpu()
             correct = (part(x_test[tasks])[..., 0] > 0).float() == y_test[tasks]
-            teacher_acc[tasks] = correct.float().mean(-1)
-        teacher_loss[tasks] = run.final_loss
+            accuracy[tasks] = correct.float().mean(-1).cpu().numpy()
+        loss[tasks] = run.final_loss.numpy()
         del part
-    confidence = torch.where(y > 0.5, teacher_probs, 1 - teacher_probs).mean(-1)
-    groups = 2 * seeds  # per task: soft seeds, then hard seeds
-    targets = torch.cat(
-        [teacher_probs[:, None].expand(-1, seeds, -1), y[:, None].expand(-1, seeds, -1)], dim=1
-    ).reshape(n_tasks * groups, -1)
-    offset = torch.cat(
-        [
-            _binary_entropy(teacher_probs)[:, None].expand(-1, seeds),
-            torch.zeros(n_tasks, seeds, device=device),
-        ],
-        dim=1,
-    ).reshape(-1)
+    return {"probs": probs, "accuracy": accuracy, "loss": loss}
 
-    shape = (n_tasks, 2, seeds, len(widths))
-    avg, final, acc = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    agree = np.zeros((n_tasks, len(widths), seeds))
-    for j, width in enumerate(tqdm(widths, desc="student widths", leave=False)):
-        student = paired_students(
-            n_tasks, seeds, d, int(width), config.seed + 100 + int(width), "cpu"
+
+def _train_width(config, width: int, seeds: int, data: tuple, steps: int, lr: float) -> dict:
+    """Soft and hard students of one width on every task, ``data = (x, targets, offset, x_test,
+    y_test)``: arrays ``[task, kind, seed]`` of the average and final training loss and the test
+    accuracy, and ``[task, seed]`` of the paired students' test agreement."""
+    x, targets, offset, x_test, y_test = data
+    n_tasks, n, d = x.shape
+    groups = 2 * seeds
+    student = paired_students(n_tasks, seeds, d, width, config.seed + 100 + width, "cpu")
+    out = {k: np.zeros((n_tasks, 2, seeds)) for k in ("avg", "final", "acc")}
+    out["agree"] = np.zeros((n_tasks, seeds))
+    for tasks in _task_groups(n_tasks, groups, n, width, x.device):
+        rows = slice(tasks.start * groups, tasks.stop * groups)
+        part = slice_replicas(student, rows.start, rows.stop, x.device)
+        fit = train(
+            part,
+            lambda m, _, t=tasks, r=rows: (
+                binary_cross_entropy(_logits(m, x[t], groups), targets[r], check=False) - offset[r]
+            ),
+            steps,
+            lr,
+            progress=False,
         )
-        for tasks in _task_groups(n_tasks, groups, x.shape[1], int(width), device):
-            rows = slice(tasks.start * groups, tasks.stop * groups)
-            part = slice_replicas(student, rows.start, rows.stop, device)
-            fit = train(
-                part,
-                lambda m, _, t=tasks, r=rows: (
-                    binary_cross_entropy(_logits(m, x[t], groups), targets[r], check=False)
-                    - offset[r]
-                ),
-                steps,
-                lr,
-                progress=False,
+        size = tasks.stop - tasks.start
+        with torch.no_grad():
+            predicted = (_logits(part, x_test[tasks], groups) > 0).float()
+            correct = predicted == y_test[tasks].repeat_interleave(groups, dim=0)
+            pairs_pred = predicted.view(size, 2, seeds, -1)
+            out["agree"][tasks] = (
+                (pairs_pred[:, 0] == pairs_pred[:, 1]).float().mean(-1).cpu().numpy()
             )
-            size = tasks.stop - tasks.start
-            with torch.no_grad():
-                predicted = (_logits(part, x_test[tasks], groups) > 0).float()
-                correct = predicted == y_test[tasks].repeat_interleave(groups, dim=0)
-                pairs_pred = predicted.view(size, 2, seeds, -1)
-                same = (pairs_pred[:, 0] == pairs_pred[:, 1]).float().mean(-1)
-            agree[tasks, j] = same.cpu().numpy()
-            avg[tasks, ..., j] = fit.loss[:-1].mean(0).view(size, 2, seeds).numpy()
-            final[tasks, ..., j] = fit.loss[-1].view(size, 2, seeds).numpy()
-            acc[tasks, ..., j] = correct.float().mean(-1).view(size, 2, seeds).cpu().numpy()
-            del part
-    kind_first = (1, 0, 3, 2)  # -> [kind, task, width, seed]
-    return StudentsResult(
-        pairs=[tasks_all.pairs[i] for i in chosen],
-        gamma=np.asarray(est.gamma)[chosen],
-        widths=widths,
-        steps=steps,
-        lr=lr,
-        avg_loss=avg.transpose(kind_first),
-        final_loss=final.transpose(kind_first),
-        test_accuracy=acc.transpose(kind_first),
-        agreement=agree,
-        teacher_accuracy=teacher_acc.cpu().numpy(),
-        teacher_loss=teacher_loss.numpy(),
-        teacher_confidence=confidence.cpu().numpy(),
-        teacher_width=teacher_width,
-        eps=0.1,
-        n_test=int(x_test.shape[1]),
-    )
+        out["avg"][tasks] = fit.loss[:-1].mean(0).view(size, 2, seeds).numpy()
+        out["final"][tasks] = fit.loss[-1].view(size, 2, seeds).numpy()
+        out["acc"][tasks] = correct.float().mean(-1).view(size, 2, seeds).cpu().numpy()
+        del part
+    return out
 
 
 #: Bytes of activations (and their gradients) per replica, training point and neuron in one
@@ -1194,44 +1221,43 @@ def run_deep(config: RunConfig) -> DeepResult:
     y_train, y_test = y_train.to(dev), y_test.to(dev)
     shape = dict(in_channels=x_train.shape[1], image_size=tuple(x_train.shape[2:]), classes=10)
 
-    teacher = ReplicaCNN(
-        levels,
-        channels=teacher_channels,
-        pool=pool,
-        input_groups=levels,
-        seed=config.seed + 13,
-        device=dev,
-        **shape,
-    )
     one_hot = torch.nn.functional.one_hot(y_train, 10).to(xs.dtype)
-    _fit_images(
-        teacher,
-        xs,
-        one_hot.expand(levels, -1, -1),
-        teacher_steps,
-        lr,
-        batch_size,
-        config.seed + 14,
-        "teacher",
-        config.is_full,
-    )
-    probs = _outputs(teacher, xs).softmax(-1)  # (P, n, 10): the soft labels
-    teacher_acc = (_outputs(teacher, xs_test).argmax(-1) == y_test).float().mean(-1)
+    budget = dict(lr=lr, batch_size=batch_size, progress=config.is_full)
+
+    def train_teacher() -> dict:
+        teacher = ReplicaCNN(
+            levels,
+            channels=teacher_channels,
+            pool=pool,
+            input_groups=levels,
+            seed=config.seed + 13,
+            device=dev,
+            **shape,
+        )
+        targets = one_hot.expand(levels, -1, -1)
+        _fit_images(
+            teacher, xs, targets, teacher_steps, seed=config.seed + 14, desc="teacher", **budget
+        )
+        accuracy = (_outputs(teacher, xs_test).argmax(-1) == y_test).float().mean(-1)
+        return {"probs": _outputs(teacher, xs).softmax(-1).cpu(), "accuracy": accuracy.cpu()}
+
+    # Cached on their own under ``reproduce`` (the teacher, then each width), so an interrupted
+    # full-scale run resumes at the width it was training.
+    teacher = shared_work("deep-teacher", config, train_teacher)
+    probs = teacher["probs"].to(dev)  # (P, n, 10): the soft labels
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean(-1)  # (P,)
     # replica (p, s, k): soft targets for k = 0, one-hot labels for k = 1
     targets = torch.stack(
         [probs[:, None].expand(-1, seeds, -1, -1), one_hot.expand(levels, seeds, -1, -1)], dim=2
     ).reshape(levels * seeds * 2, *probs.shape[1:])
 
-    acc = np.zeros((levels, seeds, 2, len(widths)))
-    loss = np.zeros_like(acc)
-    for j, width in enumerate(tqdm(widths, desc="student widths", leave=False)):
+    def train_width(width: int) -> dict:
         student = ReplicaCNN(
             levels * seeds * 2,
-            channels=int(width),
+            channels=width,
             pool=pool,
             input_groups=levels,
-            seed=config.seed + 200 + int(width),
+            seed=config.seed + 200 + width,
             device=dev,
             **shape,
         )
@@ -1240,26 +1266,27 @@ def run_deep(config: RunConfig) -> DeepResult:
                 view = param.view(levels, seeds, 2, *param.shape[1:])
                 view[:, :, 1] = view[:, :, 0]
         fit = _fit_images(
-            student,
-            xs,
-            targets,
-            steps,
-            lr,
-            batch_size,
-            config.seed + 15,
-            f"width {width}",
-            config.is_full,
+            student, xs, targets, steps, seed=config.seed + 15, desc=f"width {width}", **budget
         )
         correct = _outputs(student, xs_test).argmax(-1) == y_test
-        acc[..., j] = correct.float().mean(-1).view(levels, seeds, 2).cpu().numpy()
-        loss[..., j] = fit.final_loss.view(levels, seeds, 2).numpy()
+        return {
+            "acc": correct.float().mean(-1).view(levels, seeds, 2).cpu().numpy(),
+            "loss": fit.final_loss.view(levels, seeds, 2).numpy(),
+        }
+
+    parts = [
+        shared_work("deep-width", (config, int(w)), lambda w=int(w): train_width(w))
+        for w in tqdm(widths, desc="student widths", leave=False)
+    ]
+    acc = np.stack([part["acc"] for part in parts], axis=-1)
+    loss = np.stack([part["loss"] for part in parts], axis=-1)
     kind_first = (2, 0, 3, 1)  # (P, S, 2, W) -> (2, P, W, S)
     return DeepResult(
         dataset=name,
         noise=noise,
         widths=widths,
         teacher_channels=teacher_channels,
-        teacher_accuracy=teacher_acc.cpu().numpy(),
+        teacher_accuracy=teacher["accuracy"].numpy(),
         teacher_entropy=entropy.cpu().numpy(),
         test_accuracy=acc.transpose(kind_first),
         train_loss=loss.transpose(kind_first),
