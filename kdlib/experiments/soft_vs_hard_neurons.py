@@ -412,15 +412,10 @@ def paired_students(
 @functools.lru_cache(maxsize=2)
 def _train_students(config: RunConfig) -> StudentsResult:
     """Teacher per task, then soft and hard students for every width (seeds x kinds x tasks as
-    replicas, one batched program per width). Cached in memory and, under ``reproduce``, on disk:
-    two experiments read the same runs, the full scale's costliest part."""
-    return shared_work("students", config, lambda: _train_students_now(config))
-
-
-def _train_students_now(config: RunConfig) -> StudentsResult:
-    """:func:`_train_students`, uncached as a whole; its teacher and each width's students are
-    cached on their own under ``reproduce``, so an interrupted full-scale run resumes at the
-    width it was training."""
+    replicas, one batched program per width). Cached in memory (two experiments read the same
+    runs); under ``reproduce`` the teacher and each width's students are also cached on disk as
+    they finish, so an ``--only`` run reuses them and an interrupted full-scale run resumes at
+    the width it was training."""
     tasks_all, est = _tasks_and_margins(config)
     chosen = _chosen_tasks(est, config.pick(5, 8))
     device = config.device
