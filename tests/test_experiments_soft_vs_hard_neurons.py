@@ -340,6 +340,34 @@ def test_steps_claims_pass_and_the_runs_are_recorded_whole(long_runs, config):
     assert "runs are below ln(2)/n" in chapter.describe_steps(long_runs)
 
 
+def test_interrupted_long_runs_resume_at_the_width_they_were_training(
+    long_runs, config, tmp_path, monkeypatch
+):
+    """Under ``reproduce`` each width of the long runs is cached as it finishes (16,000 steps
+    per width at full scale): the rerun after an interruption trains only the unfinished width,
+    and equals a run that was never interrupted (the ``long_runs`` fixture, no cache)."""
+    from kdlib.cache import shared_work_cache
+
+    fit, trained, interrupt = chapter.train, [], ["width 32"]
+
+    def recording(model, loss_fn, steps, lr, desc, **kwargs):
+        if desc in interrupt:
+            raise KeyboardInterrupt
+        trained.append(desc)
+        return fit(model, loss_fn, steps, lr, desc=desc, **kwargs)
+
+    monkeypatch.setattr(chapter, "train", recording)
+    with shared_work_cache(tmp_path, code="abc"), pytest.raises(KeyboardInterrupt):
+        chapter.run_steps(config)
+    assert set(trained) == {"width 4"}
+    before, interrupt[:] = len(trained), []
+    with shared_work_cache(tmp_path, code="abc"):
+        resumed = chapter.run_steps(config)
+    assert set(trained[before:]) == {"width 32"}
+    for field in dataclasses.fields(resumed):
+        np.testing.assert_array_equal(getattr(resumed, field.name), getattr(long_runs, field.name))
+
+
 def test_a_loss_decaying_like_one_over_root_t_fails_the_rate_claim(long_runs, config):
     t = np.arange(long_runs.steps + 1, dtype=float)
     slow = 1e-3 * np.sqrt(long_runs.steps / np.maximum(t, 1.0))  # below ln2/n from mid-run on

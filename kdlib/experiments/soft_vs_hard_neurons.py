@@ -927,16 +927,14 @@ def run_steps(config: RunConfig) -> StepsResult:
     seeds, steps, lr = 8, config.pick(4000, 16000), 8.0
     n_tasks, n = x.shape[:2]
     labels = y.repeat_interleave(seeds, dim=0)
-    loss = np.zeros((len(widths), n_tasks, seeds, steps + 1))
-    for j, width in enumerate(tqdm(widths, desc="long runs (widths)", leave=False)):
+
+    def train_width(width: int) -> np.ndarray:
+        """The ``(P, S, T + 1)`` losses of one width's students."""
         students = TwoLayerReLU(
-            n_tasks * seeds,
-            x.shape[-1],
-            int(width),
-            symmetric_init=True,
-            seed=config.seed + 300 + int(width),
+            n_tasks * seeds, x.shape[-1], width, symmetric_init=True, seed=config.seed + 300 + width
         )
-        for tasks in _task_groups(n_tasks, seeds, n, int(width), device):
+        loss = np.zeros((n_tasks, seeds, steps + 1))
+        for tasks in _task_groups(n_tasks, seeds, n, width, device):
             rows = slice(tasks.start * seeds, tasks.stop * seeds)
             part = slice_replicas(students, rows.start, rows.stop, device)
             fit = train(
@@ -948,9 +946,18 @@ def run_steps(config: RunConfig) -> StepsResult:
                 lr,
                 desc=f"width {width}",
             )
-            size = tasks.stop - tasks.start
-            loss[j, tasks] = fit.loss.T.reshape(size, seeds, -1).numpy()
+            loss[tasks] = fit.loss.T.reshape(tasks.stop - tasks.start, seeds, -1).numpy()
             del part
+        return loss
+
+    # each width is cached on its own under `reproduce`: an interrupted full-scale run (16,000
+    # steps per width) resumes at the width it was training
+    loss = np.stack(
+        [
+            shared_work("steps-width", (config, int(w)), lambda w=int(w): train_width(w))
+            for w in tqdm(widths, desc="long runs (widths)", leave=False)
+        ]
+    )
     return StepsResult(
         pairs=[tasks_all.pairs[i] for i in chosen],
         gamma=np.asarray(est.gamma)[chosen],
