@@ -31,8 +31,10 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "Open _build/html/index.html"
 
+# One pytest worker per CPU (pytest-xdist), each with one math thread: the suite is many small
+# single-threaded jobs, and two workers of two threads each on two cores would oversubscribe.
 test: $(STAMP) browser
-	$(PY) -m pytest tests --nbmake book
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests --nbmake book -n auto
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check kdlib tests

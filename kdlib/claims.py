@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from .config import RunConfig, resolve
 
@@ -143,14 +144,17 @@ class Ledger:
             return []
 
     def write(self, record: ClaimRecord) -> None:
-        """Insert or replace ``record`` (atomically: an interrupted write leaves the old file)."""
-        records = self.read()
+        """Insert or replace ``record`` (atomically: an interrupted write leaves the old file).
+
+        The read-modify-write holds a lock file beside the ledger, so chapters executed in
+        parallel (``pytest -n 2``, two builds) never drop each other's records."""
         key = (record.chapter, record.name, record.scale)
-        records = [r for r in records if (r.chapter, r.name, r.scale) != key] + [record]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps([asdict(r) for r in records], indent=1))
-        tmp.replace(self.path)
+        with FileLock(f"{self.path}.lock"):
+            records = [r for r in self.read() if (r.chapter, r.name, r.scale) != key] + [record]
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps([asdict(r) for r in records], indent=1))
+            tmp.replace(self.path)
 
 
 class Claims:

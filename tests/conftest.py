@@ -1,6 +1,7 @@
 """Shared test settings: quick scale on the CPU, and a throw-away claims ledger."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +71,24 @@ def built_book(tmp_path_factory, worker_id):
         html, code, log = _build_book(shared)
         marker.write_text(f"{code}\n{log}")
         return html, code, log
+
+
+#: Test modules that read the session's built book: under pytest-xdist they run on one worker,
+#: so the other never waits on the build's lock.
+BOOK_MODULES = {"test_book.py", "test_browser.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n N``: one worker per test file (a module's fixtures, some of which train
+    for a minute, then run once per session), and the book's two reader modules on one worker.
+
+    A custom scope rather than ``--dist loadgroup``: pytest-xdist 3.8 marks a group by editing
+    ``item._nodeid``, which pytest 9.2 no longer reads, so the groups are silently ignored."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BookAwareFileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "built-book" if Path(path).name in BOOK_MODULES else path
+
+    return BookAwareFileScheduling(config, log)

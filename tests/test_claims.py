@@ -5,6 +5,7 @@ import pytest
 
 from kdlib.claims import (
     ClaimFailed,
+    ClaimRecord,
     Claims,
     Ledger,
     fit_slope,
@@ -91,6 +92,34 @@ def test_ledger_records_every_claim_and_replaces_reruns(tmp_path):
     rows = ledger.read()
     assert [(r.name, r.passed) for r in rows] == [("b", False), ("a", True)]
     assert "| ch | a |" in records_to_markdown(rows)
+
+
+def _write_claims(path: str, chapter: str, count: int, start) -> None:
+    ledger = Ledger(path)
+    start.wait(timeout=60)  # all writers at once: without the lock, rows get lost
+    for i in range(count):
+        ledger.write(ClaimRecord(chapter, f"claim {i}", "rule", "1", "1", True))
+
+
+def test_chapters_writing_one_ledger_at_once_keep_every_record(tmp_path):
+    """Parallel test workers execute chapters at once: no process may drop another's rows."""
+    import multiprocessing
+
+    path = str(tmp_path / "l.json")
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(4)
+    workers = [
+        context.Process(target=_write_claims, args=(path, f"ch{k}", 60, start)) for k in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    rows = Ledger(path).read()
+    assert sorted((r.chapter, r.name) for r in rows) == sorted(
+        (f"ch{k}", f"claim {i}") for k in range(4) for i in range(60)
+    )
 
 
 def test_corrupt_ledger_reads_as_empty(tmp_path):
