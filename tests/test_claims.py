@@ -106,7 +106,10 @@ def test_chapters_writing_one_ledger_at_once_keep_every_record(tmp_path):
     import multiprocessing
 
     path = str(tmp_path / "l.json")
-    context = multiprocessing.get_context("spawn")
+    # fork where there is one: the writers only touch JSON, and a spawned process would
+    # import torch again (seconds each)
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     start = context.Barrier(4)
     workers = [
         context.Process(target=_write_claims, args=(path, f"ch{k}", 60, start)) for k in range(4)
