@@ -211,6 +211,19 @@ def test_deep_observations_follow_the_paired_gain(config):
     assert "sigma 2" in chapter.describe_deep(_deep_result([0.9, 0.8, 0.5]))
 
 
+def _interrupting(fit, trained: list, interrupt: list):
+    """``fit`` (a trainer called with ``desc=``) that records each ``desc`` it trains in
+    ``trained`` and raises ``KeyboardInterrupt`` instead for those in ``interrupt``."""
+
+    def recording(*args, desc, **kwargs):
+        if desc in interrupt:
+            raise KeyboardInterrupt
+        trained.append(desc)
+        return fit(*args, desc=desc, **kwargs)
+
+    return recording
+
+
 def test_an_interrupted_deep_run_resumes_at_the_width_it_was_training(
     config, tmp_path, monkeypatch
 ):
@@ -219,15 +232,10 @@ def test_an_interrupted_deep_run_resumes_at_the_width_it_was_training(
     was never interrupted."""
     from kdlib.cache import shared_work_cache
 
-    fit, trained, interrupt = chapter._fit_images, [], ["width 4"]
-
-    def recording(model, x, targets, steps, desc, **kwargs):
-        if desc in interrupt:
-            raise KeyboardInterrupt
-        trained.append(desc)
-        return fit(model, x, targets, steps, desc=desc, **kwargs)
-
-    monkeypatch.setattr(chapter, "_fit_images", recording)
+    trained, interrupt = [], ["width 4"]
+    monkeypatch.setattr(
+        chapter, "_fit_images", _interrupting(chapter._fit_images, trained, interrupt)
+    )
     with shared_work_cache(tmp_path, code="abc"), pytest.raises(KeyboardInterrupt):
         chapter.run_deep(config)
     assert trained == ["teacher", "width 1", "width 2"]
@@ -348,15 +356,8 @@ def test_interrupted_long_runs_resume_at_the_width_they_were_training(
     and equals a run that was never interrupted (the ``long_runs`` fixture, no cache)."""
     from kdlib.cache import shared_work_cache
 
-    fit, trained, interrupt = chapter.train, [], ["width 32"]
-
-    def recording(model, loss_fn, steps, lr, desc, **kwargs):
-        if desc in interrupt:
-            raise KeyboardInterrupt
-        trained.append(desc)
-        return fit(model, loss_fn, steps, lr, desc=desc, **kwargs)
-
-    monkeypatch.setattr(chapter, "train", recording)
+    trained, interrupt = [], ["width 32"]
+    monkeypatch.setattr(chapter, "train", _interrupting(chapter.train, trained, interrupt))
     with shared_work_cache(tmp_path, code="abc"), pytest.raises(KeyboardInterrupt):
         chapter.run_steps(config)
     assert set(trained) == {"width 4"}
