@@ -29,6 +29,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,7 +41,7 @@ from .cache import ResultCache, cache_key, code_hash, shared_work_cache
 from .claims import ClaimRecord, Claims, Ledger, records_to_markdown, summarize
 from .config import RunConfig, resolve
 from .experiments import chapters, get_chapter
-from .train import interrupts_propagate
+from .train import interrupt_between_updates, interrupts_propagate
 
 #: ``fetch-*`` commands: data set, module of ``kdlib.data`` (with ``fetch_<name>`` and
 #: ``default_<name>_folder``), its environment variable, its default folder's name.
@@ -158,6 +160,24 @@ def _report(records: list[ClaimRecord]) -> int:
     return 1 if any(r.failed for r in records) else 0
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Inside the block ``SIGTERM`` (``kill``, a job's time limit) raises ``KeyboardInterrupt``
+    like ``Ctrl-C``, and both wait for a training step's weight update to finish
+    (:func:`~kdlib.train.interrupt_between_updates`): a stopped run saves an exact checkpoint."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = [signal.signal(sig, interrupt_between_updates) for sig in signals]
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in zip(signals, previous, strict=True):
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m kdlib``."""
     parser = argparse.ArgumentParser(prog="python -m kdlib", description=__doc__.split("\n")[0])
@@ -215,18 +235,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scale={config.scale} device={config.device} seed={config.seed}", file=sys.stderr)
     skipped: list[str] = []
     try:
-        records = run_chapters(
-            chapter,
-            config,
-            args.out,
-            figures=args.command == "reproduce",
-            use_cache=not args.no_cache,
-            only=only,
-            skipped=skipped,
-        )
+        with _terminate_as_interrupt():
+            records = run_chapters(
+                chapter,
+                config,
+                args.out,
+                figures=args.command == "reproduce",
+                use_cache=not args.no_cache,
+                only=only,
+                skipped=skipped,
+            )
     except KeyboardInterrupt:
         print(
-            "\ninterrupted: finished experiments are cached; run again to resume", file=sys.stderr
+            "\ninterrupted: finished experiments and training checkpoints are kept; "
+            "run again to resume",
+            file=sys.stderr,
         )
         return 130
     status = _report(records)

@@ -13,6 +13,12 @@ a grid of trained students) is cached too, while ``reproduce`` runs the chapter
 (:func:`shared_work_cache`): a ``--only`` run, or a run resumed after an interruption, reuses
 what an earlier run trained instead of training it again. In a notebook, where one process runs
 every experiment, the chapters' in-memory caches do that job and nothing is written.
+
+A long training run inside that work also saves its state as it goes (:func:`training_checkpoint`,
+used by :func:`kdlib.train.train`): every couple of minutes, on ``Ctrl-C`` and on ``SIGTERM``,
+the weights, the step reached and what was recorded so far. A run stopped mid-training (a time
+limit, a killed job) resumes at the step it had saved, and gives the numbers an uninterrupted run
+gives. A checkpoint is removed once the result that needed it is stored.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import hashlib
 import json
 import os
 import pickle
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -31,7 +38,15 @@ from typing import Any, TypeVar
 
 from .config import RunConfig
 
-__all__ = ["code_hash", "cache_key", "ResultCache", "shared_work", "shared_work_cache"]
+__all__ = [
+    "code_hash",
+    "cache_key",
+    "ResultCache",
+    "TrainingCheckpoint",
+    "shared_work",
+    "shared_work_cache",
+    "training_checkpoint",
+]
 
 T = TypeVar("T")
 
@@ -180,22 +195,88 @@ class ResultCache:
         checksum = hashlib.sha256(payload).hexdigest().encode()
         path = self.path(name, key)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(_MAGIC + checksum + b"\n" + payload)
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(_MAGIC + checksum + b"\n" + payload)
+            tmp.replace(path)
+        except BaseException:  # interrupted or failed: leave the old file, not a partial one
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     def get_or_run(self, name: str, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
-        """The cached result, or ``compute()`` stored then returned; second item: cache hit."""
+        """The cached result, or ``compute()`` stored then returned; second item: cache hit.
+
+        Training checkpoints opened while ``compute`` runs (:func:`training_checkpoint`) are
+        removed once its result is stored: they are kept only while that result is not."""
         hit, result = self.load(name, key)
         if hit:
             return result, True
-        result = compute()
+        opened: list[TrainingCheckpoint] = []
+        token = _OPENED.set(opened)
+        try:
+            result = compute()
+        finally:
+            _OPENED.reset(token)
         self.save(name, key, result)
+        for checkpoint in opened:
+            checkpoint.discard()
         return result, False
+
+
+class TrainingCheckpoint:
+    """The saved state of one training run, so that a stopped run resumes where it was.
+
+    :func:`kdlib.train.train` calls :meth:`load` before its first step, :meth:`due` after every
+    step (true every ``every_seconds``), and :meth:`save` when due, when interrupted and when
+    done. Made by :func:`training_checkpoint`; files are atomic and checksummed like results.
+
+    Parameters
+    ----------
+    cache : ResultCache
+        Where the file lives.
+    name, key : str
+        The file's name and key (``checkpoint-<name>-<key>.pkl``).
+    every_seconds : float
+        Time between saves during training (``>= 0``; 0 saves after every step).
+    """
+
+    def __init__(self, cache: ResultCache, name: str, key: str, every_seconds: float = 120.0):
+        if isinstance(every_seconds, bool) or not isinstance(every_seconds, int | float):
+            raise TypeError(f"every_seconds must be a number >= 0; got {every_seconds!r}")
+        if not every_seconds >= 0:
+            raise ValueError(f"every_seconds must be >= 0; got {every_seconds}")
+        self.cache, self.name, self.key = cache, f"checkpoint-{name}", key
+        self.every_seconds = float(every_seconds)
+        self._last = time.monotonic()
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint's file."""
+        return self.cache.path(self.name, self.key)
+
+    def load(self) -> dict | None:
+        """The saved state, or ``None`` when there is none (or it was corrupted)."""
+        hit, state = self.cache.load(self.name, self.key)
+        return state if hit else None
+
+    def due(self) -> bool:
+        """Whether ``every_seconds`` have passed since the last save (or since creation)."""
+        return time.monotonic() - self._last >= self.every_seconds
+
+    def save(self, state: dict) -> None:
+        """Store ``state`` (plain Python and CPU tensors) atomically."""
+        self.cache.save(self.name, self.key, state)
+        self._last = time.monotonic()
+
+    def discard(self) -> None:
+        """Remove the file (the result it served is stored)."""
+        self.path.unlink(missing_ok=True)
 
 
 #: The folder and code hash :func:`shared_work` caches under, set by :func:`shared_work_cache`.
 _SHARED: ContextVar[tuple[ResultCache, str] | None] = ContextVar("kdlib_shared_work", default=None)
+#: The checkpoints opened inside the :meth:`ResultCache.get_or_run` computation now running.
+_OPENED: ContextVar[list[TrainingCheckpoint] | None] = ContextVar("kdlib_opened", default=None)
 
 
 @contextlib.contextmanager
@@ -236,7 +317,37 @@ def shared_work(name: str, inputs: Any, compute: Callable[[], T]) -> T:
     if active is None:
         return compute()
     cache, code = active
-    fields = {"name": name, "inputs": repr(inputs), "code": code}
-    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-    result, _ = cache.get_or_run(f"shared-{name}", key, compute)
+    result, _ = cache.get_or_run(f"shared-{name}", _work_key(name, inputs, code), compute)
     return result
+
+
+def _work_key(name: str, inputs: Any, code: str) -> str:
+    fields = {"name": name, "inputs": repr(inputs), "code": code}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def training_checkpoint(
+    name: str, inputs: Any, every_seconds: float = 120.0
+) -> TrainingCheckpoint | None:
+    """A :class:`TrainingCheckpoint` for one training run, when a :func:`shared_work_cache` is
+    active (under ``reproduce``); ``None`` otherwise (a notebook: nothing is written).
+
+    Parameters
+    ----------
+    name : str
+        What is trained, e.g. ``"members"`` (part of the file name).
+    inputs : object
+        Everything the run depends on besides the code, as for :func:`shared_work`: its ``repr``
+        is part of the key, so a checkpoint is resumed only by the run that saved it.
+    every_seconds : float
+        Time between saves during training.
+    """
+    active = _SHARED.get()
+    if active is None:
+        return None
+    cache, code = active
+    checkpoint = TrainingCheckpoint(cache, name, _work_key(name, inputs, code), every_seconds)
+    opened = _OPENED.get()
+    if opened is not None:
+        opened.append(checkpoint)
+    return checkpoint

@@ -11,6 +11,10 @@ Design notes
   so the loop has no host-device synchronisation (what makes it fast on a GPU).
 * ``Ctrl-C`` (``KeyboardInterrupt``) stops training cleanly: the result holds every step finished
   so far and ``interrupted=True``; the model keeps its current weights.
+* With a ``checkpoint`` (:func:`kdlib.cache.training_checkpoint`, under ``reproduce``) the run
+  saves its state every couple of minutes, when interrupted and when done, and a new run with the
+  same checkpoint starts from the saved step. Full-batch steps are deterministic and the SGD
+  generator's state is saved too, so on the CPU a resumed run is bitwise the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .cache import TrainingCheckpoint
+
 __all__ = [
     "TrainResult",
     "train",
@@ -34,6 +40,7 @@ __all__ = [
     "slice_replicas",
     "replica_parameters",
     "interrupts_propagate",
+    "interrupt_between_updates",
 ]
 
 _PROPAGATE_INTERRUPT: ContextVar[bool] = ContextVar("kdlib_propagate_interrupt", default=False)
@@ -48,6 +55,20 @@ def interrupts_propagate() -> Iterator[None]:
         yield
     finally:
         _PROPAGATE_INTERRUPT.reset(token)
+
+
+#: Whether :func:`train` is updating weights now, and whether a signal arrived meanwhile.
+_UPDATE = {"running": False, "interrupt_pending": False}
+
+
+def interrupt_between_updates(signum=None, frame=None) -> None:
+    """A signal handler (``SIGINT``, ``SIGTERM``) that raises ``KeyboardInterrupt`` at once, or,
+    while :func:`train` is updating weights, right after the update: the state saved in a
+    checkpoint is then never half updated. Installed by ``python -m kdlib reproduce``."""
+    if _UPDATE["running"]:
+        _UPDATE["interrupt_pending"] = True
+        return
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 LossFn = Callable[[nn.Module, torch.Tensor | None], torch.Tensor]
@@ -132,6 +153,7 @@ def train(
     weight_decay: float = 0.0,
     progress: bool | None = None,
     desc: str = "training",
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> TrainResult:
     """Train all replicas of ``model`` by gradient descent, in one batched program.
 
@@ -157,6 +179,9 @@ def train(
         Adds ``weight_decay * p`` to every gradient (L2 regularisation ``wd/2 ||p||^2``).
     progress : bool, optional
         Show a tqdm bar. Default: only for runs of at least 2000 steps.
+    checkpoint : TrainingCheckpoint, optional
+        Save the run's state there as it goes (weights, step, records, SGD generator) and start
+        from the state saved there, if any, by the same run stopped earlier.
 
     Returns
     -------
@@ -172,6 +197,10 @@ def train(
         raise ValueError("pass both batch_size and n_samples for SGD, or neither")
     if batch_size is not None and not 1 <= batch_size <= n_samples:
         raise ValueError(f"batch_size must be in 1..n_samples={n_samples}; got {batch_size}")
+    if checkpoint is not None and not isinstance(checkpoint, TrainingCheckpoint):
+        raise TypeError(
+            f"checkpoint must be a kdlib.cache.TrainingCheckpoint or None; got {type(checkpoint)}"
+        )
     params = replica_parameters(model)
     replicas = params[0].shape[0]
     rates = _learning_rates(lr, replicas, params[0])
@@ -201,27 +230,70 @@ def train(
             raise ValueError(f"loss_fn must return shape ({replicas},); got {tuple(loss.shape)}")
         return loss
 
+    def snapshot(generator_state: torch.Tensor) -> dict:
+        """The run's state after ``done`` updates (``generator_state``: the SGD generator's)."""
+        return {
+            "steps": steps,
+            "done": done,
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "recorded_steps": list(recorded_steps),
+            "recorded_loss": [v.cpu() for v in recorded_loss],
+            "recorded_metrics": {k: [v.cpu() for v in vs] for k, vs in recorded_metrics.items()},
+            "generator": generator_state,
+        }
+
     done, interrupted = 0, False
-    bar = tqdm(total=steps, desc=desc, disable=not show, leave=False)
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        done = _restore(saved, steps, model, gen, params[0].device)
+        recorded_steps.extend(saved["recorded_steps"])
+        recorded_loss.extend(v.to(params[0].device) for v in saved["recorded_loss"])
+        for key, values in saved["recorded_metrics"].items():
+            recorded_metrics[key] = [v.to(params[0].device) for v in values]
+    # Outside the update block, the weights and ``generator_at_done`` are the state after ``done``
+    # updates: an interrupt there is saved exactly. Signals handled by
+    # `interrupt_between_updates` (under `reproduce`) wait for the block to end; any other
+    # interrupt inside it (weights half updated) is not saved, and the run would resume from its
+    # last periodic save.
+    generator_at_done, updating = gen.get_state(), False
+    bar = tqdm(total=steps, initial=done, desc=desc, disable=not show, leave=False)
     try:
-        for step in range(steps):
+        for step in range(done, steps):
             loss = batch_loss()
             if step % record_every == 0:
                 record(step, loss)
             grads = torch.autograd.grad(loss.sum(), params)
-            with torch.no_grad():
-                for p, g, rate in zip(params, grads, rate_views, strict=True):
-                    if weight_decay:
-                        g = g + weight_decay * p
-                    p.sub_(rate * g)
-            done = step + 1
+            updating = _UPDATE["running"] = True
+            try:
+                with torch.no_grad():
+                    for p, g, rate in zip(params, grads, rate_views, strict=True):
+                        if weight_decay:
+                            g = g + weight_decay * p
+                        p.sub_(rate * g)
+                done = step + 1
+                if checkpoint is not None:
+                    generator_at_done = gen.get_state()
+                updating = False
+            finally:
+                _UPDATE["running"] = False
+            if _UPDATE["interrupt_pending"]:  # a signal came during the update: stop here
+                _UPDATE["interrupt_pending"] = False
+                raise KeyboardInterrupt
             bar.update(1)
+            if checkpoint is not None and done < steps and checkpoint.due():
+                checkpoint.save(snapshot(generator_at_done))
     except KeyboardInterrupt:
+        if checkpoint is not None and not updating:
+            checkpoint.save(snapshot(generator_at_done))
         if _PROPAGATE_INTERRUPT.get():
             raise
         interrupted = True
     finally:
         bar.close()
+    if checkpoint is not None and not interrupted and (saved is None or saved["done"] < steps):
+        checkpoint.save(
+            snapshot(generator_at_done)
+        )  # kept until the result that needed it is stored
     with torch.no_grad():
         final = batch_loss() if batch_size is None else loss_fn(model, None)
     if not recorded_steps or recorded_steps[-1] != done:
@@ -233,6 +305,21 @@ def train(
         interrupted=interrupted,
         steps_done=done,
     )
+
+
+def _restore(
+    saved: dict, steps: int, model: nn.Module, gen: torch.Generator, device: torch.device
+) -> int:
+    """Load a checkpoint's weights and generator state into ``model`` and ``gen``; returns the
+    step it reached."""
+    if saved.get("steps") != steps:
+        raise ValueError(
+            f"the checkpoint was saved by a run of {saved.get('steps')} steps, not {steps}: "
+            "a checkpoint's inputs must name everything the run depends on"
+        )
+    model.load_state_dict({k: v.to(device) for k, v in saved["model"].items()})
+    gen.set_state(saved["generator"])
+    return int(saved["done"])
 
 
 def available_memory(device: torch.device) -> int:

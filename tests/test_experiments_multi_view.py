@@ -91,9 +91,9 @@ def test_batched_training_equals_separate_runs():
         single = _toy_network(1)
         single.weight.data.copy_(batched.weight.data[r : r + 1])
         singles.append(single)
-    mv._fit(batched, lambda m: cross_entropy(m(x), y), 25, 0.5, "batched")
+    mv._fit(batched, lambda m: cross_entropy(m(x), y), 25, 0.5, "batched", None)
     for r, single in enumerate(singles):
-        mv._fit(single, lambda m: cross_entropy(m(x), y), 25, 0.5, "single")
+        mv._fit(single, lambda m: cross_entropy(m(x), y), 25, 0.5, "single", None)
         torch.testing.assert_close(single.weight.data[0], batched.weight.data[r])
 
 
@@ -337,3 +337,49 @@ def test_digits_claims_fail_when_distillation_adds_nothing(results):
     no_gain = dataclasses.replace(digits, ensemble_correct=worst)  # no better than a member
     with pytest.raises(ClaimFailed, match="ensemble beats its members"):
         mv.check_digits(no_gain, Claims(mv.CHAPTER, config, ledger=False))
+
+
+def test_a_reproduce_run_stopped_mid_distillation_resumes_at_its_step(tmp_path, monkeypatch):
+    """Under ``reproduce`` the distilled students checkpoint as they train: a run stopped at step
+    12 keeps the members and the students' state, the rerun trains only the remaining steps, its
+    result equals an uninterrupted run's, and the stored result's checkpoint is removed."""
+    from kdlib.__main__ import run_chapters
+    from kdlib.cache import ResultCache, TrainingCheckpoint, cache_key, code_hash
+
+    tiny = dataclasses.replace(
+        mv.QUICK, steps=20, kd_steps=30, n_train=60, n_test=100, members=2, students=2
+    )
+    monkeypatch.setattr(mv, "QUICK", tiny)
+    config = resolve("quick", "cpu")
+    reference = mv.run_distillation(config)  # no cache active: nothing written
+
+    calls, stop_at = [], [12]
+    loss = mv.distillation_loss
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        if stop_at and len(calls) == stop_at[0] + 1:
+            raise KeyboardInterrupt
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(mv, "distillation_loss", counting)
+    mv._members.cache_clear()
+    run = dict(figures=False, only=["distillation"])
+    with pytest.raises(KeyboardInterrupt):
+        run_chapters("multi-view", config, tmp_path, **run)
+    folder = tmp_path / "quick" / "multi-view" / "cache"
+    (saved,) = folder.glob("checkpoint-distilled-students-*.pkl")
+    assert list(folder.glob("shared-members-*.pkl"))  # the members are kept too
+    key = saved.stem.rsplit("-", 1)[1]
+    assert TrainingCheckpoint(ResultCache(folder), "distilled-students", key).load()["done"] == 12
+
+    calls.clear(), stop_at.clear()
+    mv._members.cache_clear()
+    run_chapters("multi-view", config, tmp_path, **run)
+    assert len(calls) == 30 - 12 + 1  # the remaining steps and the final loss
+    assert not list(folder.glob("checkpoint-*"))  # the result is stored: its checkpoint is gone
+    result_key = cache_key("multi-view", "distillation", config, code_hash(mv.__file__))
+    hit, resumed = ResultCache(folder).load("distillation", result_key)
+    assert hit
+    for field in dataclasses.fields(resumed):
+        np.testing.assert_array_equal(getattr(resumed, field.name), getattr(reference, field.name))

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache import shared_work
+from ..cache import shared_work, training_checkpoint
 from ..claims import Claims, t_halfwidth
 from ..config import RunConfig, make_generator, single_cpu_thread
 from ..data.multi_view import MultiViewData, MultiViewParams, make_features, sample_multi_view
@@ -518,7 +518,10 @@ def _network(s: Setting, replicas: int, seed: int, device) -> PatchNetwork:
     )
 
 
-def _fit(model: nn.Module, loss_fn, steps: int, lr, desc: str) -> None:
+def _fit(model: nn.Module, loss_fn, steps: int, lr, desc: str, inputs) -> None:
+    """Full-batch training; under ``reproduce`` it checkpoints as it goes, keyed by ``desc`` and
+    ``inputs`` (what the run depends on: the run's configuration or the members' key), so a
+    stopped full-scale run resumes at the step it saved."""
     train(
         model,
         lambda m, _: loss_fn(m),
@@ -527,6 +530,7 @@ def _fit(model: nn.Module, loss_fn, steps: int, lr, desc: str) -> None:
         record_every=max(steps, 1),
         desc=desc,
         progress=True,
+        checkpoint=training_checkpoint(desc.replace(" ", "-"), (inputs, steps)),
     )
 
 
@@ -553,6 +557,7 @@ def _train_members(key: tuple) -> _Members:
         s.steps,
         s.lr,
         "ensemble members",
+        key,
     )
     return _Members(net, init, _logits(net, data.train.x), _logits(net, data.test.x))
 
@@ -968,6 +973,7 @@ def _distil(
     device,
     desc: str,
     steps: int,
+    config: RunConfig,
 ) -> PatchNetwork:
     """Fresh students trained for ``steps`` full-batch steps on ``alpha CE(labels) + (1 - alpha)
     T^2 KL(teacher || student)`` at temperature ``T``; ``teacher_logits`` is ``(n, k)`` (shared)
@@ -980,6 +986,7 @@ def _distil(
         steps,
         s.lr,
         desc,
+        config,
     )
     return student
 
@@ -1021,6 +1028,7 @@ def run_distillation(config: RunConfig) -> DistillationResult:
         data.train.x.device,
         "distilled students",
         s.kd_steps,
+        config,
     )
     ensemble = _scores(members.test_logits.mean(0, keepdim=True), data.test)["accuracy"][0]
     member_learned = _learned_by_weights(members.network, data.features, s.data.patches_per_feature)
@@ -1169,6 +1177,7 @@ def run_self_distillation(config: RunConfig) -> SelfDistillationResult:
         data.train.x.device,
         "self-distilled students",
         s.sd_steps,
+        config,
     )
     patches = s.data.patches_per_feature
     return SelfDistillationResult(
@@ -1357,6 +1366,7 @@ def run_ntk(config: RunConfig) -> NTKResult:
         s.ntk_steps,
         s.ntk_lr / size,
         "linearised members",
+        config,
     )
     with torch.no_grad():
         train_acc = (linear.forward_features(features, logits0).argmax(-1) == y).double()
@@ -1482,6 +1492,7 @@ def run_memorisation(config: RunConfig, mu_train=(0.0, 0.1, 0.2), seeds: int = 3
         s.steps,
         s.lr,
         "single-view training points",
+        config,
     )
     with torch.no_grad():
         correct = (net(x).argmax(-1) == y).double()
@@ -1628,7 +1639,14 @@ def run_digits(config: RunConfig) -> DigitsResult:
     x, y = split.x_train.to(device), split.y_train.to(device)
     x_test, y_test = split.x_test.to(device), split.y_test.to(device)
     members = _mlp(replicas, width, config.seed + 21, device)
-    _fit(members, lambda m: cross_entropy(m(x), y, check=False), steps, lr, "digit members")
+    _fit(
+        members,
+        lambda m: cross_entropy(m(x), y, check=False),
+        steps,
+        lr,
+        "digit members",
+        config,
+    )
     with torch.no_grad():
         teacher = members(x).mean(0)  # the ensemble's logits on the training images
         member_train = (members(x).argmax(-1) == y).double().mean(-1)
@@ -1640,6 +1658,7 @@ def run_digits(config: RunConfig) -> DigitsResult:
         steps,
         lr,
         "distilled digit students",
+        config,
     )
     with torch.no_grad():
         student_test = students(x_test)

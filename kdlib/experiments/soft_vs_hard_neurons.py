@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..cache import shared_work
+from ..cache import shared_work, training_checkpoint
 from ..claims import Claims, fit_slope, t_halfwidth
 from ..config import RunConfig
 from ..data import Split, load_digits_split
@@ -498,6 +498,9 @@ def _train_teachers(config, x, y, x_test, y_test, width: int, steps: int, lr: fl
             lr,
             record_every=steps,
             desc="teacher",
+            checkpoint=training_checkpoint(
+                "students-teacher", (config, width, steps, tasks.start, tasks.stop)
+            ),
         )
         with torch.no_grad():
             probs[tasks] = torch.sigmoid(part(x[tasks])[..., 0]).cpu()
@@ -529,6 +532,9 @@ def _train_width(config, width: int, seeds: int, data: tuple, steps: int, lr: fl
             steps,
             lr,
             progress=False,
+            checkpoint=training_checkpoint(
+                "students-width", (config, width, steps, tasks.start, tasks.stop)
+            ),
         )
         size = tasks.stop - tasks.start
         with torch.no_grad():
@@ -945,6 +951,9 @@ def run_steps(config: RunConfig) -> StepsResult:
                 steps,
                 lr,
                 desc=f"width {width}",
+                checkpoint=training_checkpoint(
+                    "steps-width", (config, width, steps, tasks.start, tasks.stop)
+                ),
             )
             loss[tasks] = fit.loss.T.reshape(tasks.stop - tasks.start, seeds, -1).numpy()
             del part
@@ -1162,9 +1171,10 @@ def noisy_copies(x: torch.Tensor, noise: np.ndarray, seed: int) -> torch.Tensor:
     return x[None] + torch.as_tensor(noise, dtype=x.dtype).view(-1, 1, 1, 1, 1) * z
 
 
-def _fit_images(model, x, targets, steps, lr, batch_size, seed, desc, progress):
+def _fit_images(model, x, targets, steps, lr, batch_size, seed, desc, progress, checkpoint=None):
     """SGD on the cross-entropy of every replica against its own target distribution
-    ``targets (R, n, k)`` (one-hot rows for hard labels), on minibatches shared by all replicas."""
+    ``targets (R, n, k)`` (one-hot rows for hard labels), on minibatches shared by all replicas;
+    ``checkpoint``: see :func:`~kdlib.train.train`."""
     n, chunk = x.shape[1], image_chunk(model)
 
     def loss(m, batch):
@@ -1188,6 +1198,7 @@ def _fit_images(model, x, targets, steps, lr, batch_size, seed, desc, progress):
         generator=torch.Generator().manual_seed(seed),
         progress=progress,
         desc=desc,
+        checkpoint=checkpoint,
     )
 
 
@@ -1238,7 +1249,14 @@ def run_deep(config: RunConfig) -> DeepResult:
         )
         targets = one_hot.expand(levels, -1, -1)
         _fit_images(
-            teacher, xs, targets, teacher_steps, seed=config.seed + 14, desc="teacher", **budget
+            teacher,
+            xs,
+            targets,
+            teacher_steps,
+            seed=config.seed + 14,
+            desc="teacher",
+            checkpoint=training_checkpoint("deep-teacher", (config, teacher_steps)),
+            **budget,
         )
         accuracy = (_outputs(teacher, xs_test).argmax(-1) == y_test).float().mean(-1)
         return {"probs": _outputs(teacher, xs).softmax(-1).cpu(), "accuracy": accuracy.cpu()}
@@ -1268,7 +1286,14 @@ def run_deep(config: RunConfig) -> DeepResult:
                 view = param.view(levels, seeds, 2, *param.shape[1:])
                 view[:, :, 1] = view[:, :, 0]
         fit = _fit_images(
-            student, xs, targets, steps, seed=config.seed + 15, desc=f"width {width}", **budget
+            student,
+            xs,
+            targets,
+            steps,
+            seed=config.seed + 15,
+            desc=f"width {width}",
+            checkpoint=training_checkpoint("deep-width", (config, width, steps)),
+            **budget,
         )
         correct = _outputs(student, xs_test).argmax(-1) == y_test
         return {
