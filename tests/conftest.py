@@ -21,14 +21,13 @@ def _deterministic():
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _build_book(out):
     """Build the book strictly (warnings are errors) into ``out``; returns the HTML folder."""
     import subprocess
     import sys
-    from pathlib import Path
 
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     # a fresh ledger for this build: the appendix lists exactly the claims this build checked
