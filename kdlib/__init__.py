@@ -11,11 +11,15 @@ The companion library of the book *Distillation, Executed*. Modules:
 ``data``     offline real data and each paper's synthetic data model
 ``theory``   closed forms, bounds and rates, one module per paper
 ``experiments``  one function per experiment of each chapter (notebooks, tests and CLI share them)
+``memory``   host memory kept for reuse between training steps (set on import; see its docstring)
 """
 
 from . import claims, config, losses, models, plots, train
 from .claims import ClaimFailed, Claims
 from .config import get_device, get_scale, resolve, seed_everything
+from .memory import keep_freed_memory
+
+keep_freed_memory()  # importing allocates nothing large: from here on, large CPU steps reuse pages
 
 __version__ = "0.1.0"
 __all__ = [

@@ -164,9 +164,20 @@ def time_kdlib(model: TwoLayerReLU, x, targets) -> float:
     return time.perf_counter() - start
 
 
-def run_size(name: str, device: torch.device) -> Timing:
-    """Time the three methods at one size."""
-    spec = SIZES[name]
+def run_size(
+    name: str, device: torch.device, repeats: int | None = None, loop_subset: int | None = None
+) -> Timing:
+    """Time the three methods at one size (``repeats`` and ``loop_subset`` override the size's:
+    fewer runs and a smaller timed part of the loop give a rougher, quicker measurement)."""
+    if name not in SIZES:
+        raise ValueError(f"name must be one of {sorted(SIZES)}; got {name!r}")
+    spec = dict(SIZES[name])
+    for key, value in (("repeats", repeats), ("loop_subset", loop_subset)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive int; got {value!r}")
+        spec[key] = min(value, spec["replicas"]) if key == "loop_subset" else value
     x, targets = _problem(spec["n"], spec["d"], device)
 
     def fresh() -> TwoLayerReLU:

@@ -4,6 +4,7 @@ import types
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 import kdlib.__main__ as cli
 from kdlib.experiments import Experiment, chapters
@@ -139,6 +140,18 @@ def test_bench_runs_at_a_tiny_size(monkeypatch, capsys):
     monkeypatch.setattr(bench, "STEPS", 3)
     assert bench.main("cpu", ["small"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("speedup_vs_loop: ")
+
+
+def test_one_size_can_be_timed_roughly_and_bad_overrides_are_refused(monkeypatch):
+    from kdlib import bench
+
+    monkeypatch.setattr(bench, "STEPS", 3)
+    timing = bench.run_size("small", torch.device("cpu"), repeats=1, loop_subset=4)
+    assert min(timing.loop, timing.vmap, timing.kdlib) > 0 and timing.flops > 0
+    with pytest.raises(ValueError, match="repeats must be a positive int"):
+        bench.run_size("small", torch.device("cpu"), repeats=0)
+    with pytest.raises(ValueError, match="name must be one of"):
+        bench.run_size("huge", torch.device("cpu"))
 
 
 def test_kernel_bench_runs_at_a_tiny_size(monkeypatch, capsys):
