@@ -223,3 +223,29 @@ def test_only_runs_share_work_through_the_disk_unless_no_cache(monkeypatch, tmp_
     assert cli.main([*argv, "a"]) == 0 and cli.main([*argv, "b"]) == 0
     assert len(trainings) == 1
     assert cli.main([*argv, "b", "--no-cache"]) == 0 and len(trainings) == 2
+
+
+def test_device_script_explains_its_usage_and_keeps_to_its_budget(tmp_path):
+    """tools/device_check.sh: a usage line without arguments; with no time left it starts no
+    chapter and says so in times.tsv (the GPU path itself runs only on a lent machine)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "tools" / "device_check.sh"
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode != 0 and "usage: bash tools/device_check.sh SECONDS" in usage.stderr
+    env = {**os.environ, "OUT": str(tmp_path), "CHECKS": "0", "KDLIB_DEVICE": "cpu"}
+    run = subprocess.run(
+        ["bash", str(script), "3", "soft-labels:gradient"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = (tmp_path / "times.tsv").read_text().splitlines()
+    assert rows == [
+        "chapter\tseconds\tstatus",
+        "soft-labels:gradient\t0\tnot started: no time left",
+    ]
