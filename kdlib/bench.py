@@ -343,10 +343,7 @@ def kernels_main(device: str | None = None) -> int:
 
 def main(device: str | None = None, sizes=("small", "large")) -> int:
     """Print the benchmark table; last line ``speedup_vs_loop: <ratio>`` (small size)."""
-    dev = get_device(device)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    dev = get_device(device)  # on CUDA, TF32 off (kdlib.config.exact_float32)
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         raise ValueError(f"sizes must be among {sorted(SIZES)}; got {unknown}")

@@ -77,7 +77,21 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError("device 'cuda' was requested but CUDA is not available on this machine")
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda'; got {resolved.type!r}")
+    if resolved.type == "cuda":
+        exact_float32()
     return resolved
+
+
+def exact_float32() -> None:
+    """Keep float32 arithmetic in float32 on CUDA: no TF32 in matrix products or convolutions.
+
+    The book's GPU tolerance (float32 results within about ``1e-4`` of the CPU's, README) assumes
+    it. PyTorch keeps TF32 off for matrix products by default but lets cuDNN use it in
+    convolutions (chapter 4's deep section), where it rounds inputs to 10 mantissa bits.
+    :func:`get_device` calls this whenever it returns a CUDA device.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,19 @@ def test_cuda_without_gpu_is_a_clear_error():
         config.get_device("cuda")
 
 
+def test_a_cuda_device_turns_tf32_off(monkeypatch):
+    """The GPU tolerance assumes float32 stays float32: PyTorch's default lets cuDNN convolutions
+    use TF32, and choosing a CUDA device turns that off (matrix products too)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        assert config.get_device("cuda:0") == torch.device("cuda:0")
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:  # flags that are not plain attributes: restored by hand
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def test_resolve_and_pick():
     cfg = config.resolve("full", "cpu", seed=3)
     assert cfg.is_full and cfg.seed == 3 and cfg.pick(1, 2) == 2
