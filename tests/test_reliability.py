@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kdlib import losses
-from kdlib.models import DeepLinearStudent, LinearStudent, TwoLayerReLU
+from kdlib.models import DeepLinearStudent, LinearStudent, ReplicaCNN, TwoLayerReLU
 from kdlib.train import auto_chunk_size, slice_replicas, train, train_chunked
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,6 +254,28 @@ def test_cuda_matches_cpu_within_documented_tolerance():
         train(model, loss_fn, 100, 0.5)
         runs.append(model.hidden.detach().cpu())
     assert torch.allclose(runs[0], runs[1], rtol=1e-4, atol=1e-5)
+
+
+def _cnn_weights_after_training(device: str) -> torch.Tensor:
+    """Every weight of 4 small CNN replicas (two image sets) after 20 full-batch steps."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 32, 3, 8, 8, generator=gen)  # (image sets, n, C, H, W)
+    y = torch.randint(0, 10, (32,), generator=gen)
+    model = ReplicaCNN(4, 3, 8, (8, 8), 10, pool=2, input_groups=2, seed=0, device=device)
+    xd, yd = x.to(device), y.to(device)
+    train(model, lambda m, _: losses.cross_entropy(m(xd), yd), 20, 0.05)
+    return torch.cat([p.detach().cpu().flatten() for p in model.parameters()])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_convolutions_match_cpu_within_documented_tolerance():
+    """Chapter 4's deep section on a GPU: cuDNN convolutions in float32 (TF32 off, see
+    kdlib.config.exact_float32) agree with the CPU like the matrix products do."""
+    import kdlib
+
+    kdlib.resolve(device="cuda")  # what every chapter does first
+    cpu, cuda = _cnn_weights_after_training("cpu"), _cnn_weights_after_training("cuda")
+    assert torch.allclose(cpu, cuda, rtol=1e-4, atol=1e-5)
 
 
 def test_mixed_devices_are_a_clear_error():
