@@ -26,9 +26,12 @@ def _problem():
     return x, y
 
 
-def _run(checkpoint, sgd: bool, stop_at: int | None = None):
+def _run(checkpoint, sgd: bool, stop_at: int | None = None, signal_at: int | None = None):
     """Train a fresh model (same init every time); raise ``KeyboardInterrupt`` before the update
-    of step ``stop_at`` (a loss evaluation counts as that step)."""
+    of step ``stop_at`` (a loss evaluation counts as that step), or let a signal arrive (as the
+    handler ``reproduce`` installs would defer it) during the update of step ``signal_at``."""
+    import kdlib.train as kdtrain
+
     x, y = _problem()
     model = TwoLayerReLU(3, 5, 6, train_second_layer=True, seed=1)
     calls = []
@@ -37,6 +40,8 @@ def _run(checkpoint, sgd: bool, stop_at: int | None = None):
         calls.append(batch)
         if stop_at is not None and len(calls) == stop_at + 1:
             raise KeyboardInterrupt
+        if signal_at is not None and len(calls) == signal_at + 1:
+            kdtrain._UPDATE["interrupt_pending"] = True
         rows = slice(None) if batch is None else batch
         return binary_cross_entropy(m(x[rows]), y[rows], check=False)
 
@@ -205,29 +210,8 @@ def test_a_signal_during_a_weight_update_stops_training_right_after_it(tmp_path)
 
     reference_model, reference, _ = _run(None, sgd=True)
     checkpoint = TrainingCheckpoint(ResultCache(tmp_path), "run", "k", every_seconds=1e9)
-    x, y = _problem()
-    model = TwoLayerReLU(3, 5, 6, train_second_layer=True, seed=1)
-    calls = []
-
-    def loss_fn(m, batch):  # a signal arrives during the update of step 7 (the 8th)
-        calls.append(batch)
-        if len(calls) == 8:
-            kdtrain._UPDATE["interrupt_pending"] = True
-        rows = slice(None) if batch is None else batch
-        return binary_cross_entropy(m(x[rows]), y[rows], check=False)
-
-    sgd_args = dict(batch_size=8, n_samples=24, generator=torch.Generator().manual_seed(5))
     with pytest.raises(KeyboardInterrupt), interrupts_propagate():
-        train(
-            model,
-            loss_fn,
-            STEPS,
-            0.5,
-            record_every=3,
-            metrics_fn=lambda m: {"norm": m.hidden.pow(2).sum(dim=(1, 2))},
-            checkpoint=checkpoint,
-            **sgd_args,
-        )
+        _run(checkpoint, sgd=True, signal_at=7)  # a signal during the update of step 7 (the 8th)
     assert checkpoint.load()["done"] == 8  # the 8th update finished, then training stopped
     model, result, _ = _run(checkpoint, sgd=True)
     assert torch.equal(result.loss, reference.loss)
