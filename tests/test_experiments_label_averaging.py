@@ -71,6 +71,16 @@ def test_wrong_noise_threshold_fails(results, config):
         chapter.check_pll(wrong, _claims(config))
 
 
+def test_a_later_trained_crossover_fails_only_the_crossover_claim(results, config):
+    """Trained SD at 100% up to eta = 0.5 would move the crossover past the linearised one."""
+    wrong = copy.deepcopy(results["pll"])
+    wrong.trained_sd[wrong.etas <= 0.5] = 1.0
+    claims = Claims(chapter.CHAPTER, config, ledger=False, raise_on_fail=False)
+    chapter.check_pll(wrong, claims)
+    failed = {r.name for r in claims.records if r.enforced and not r.passed}
+    assert any(name.startswith("crossover: trained PLL") for name in failed)
+
+
 def test_wrong_exact_dynamics_fail(results, config):
     wrong = copy.deepcopy(results["many_rounds"])
     wrong.exact_acc = np.roll(wrong.exact_acc, 3, axis=1)

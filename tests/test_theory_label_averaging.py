@@ -161,11 +161,61 @@ def test_noise_threshold_matches_minimum_rounds_on_both_sides():
     assert below <= rounds + 1 < above
 
 
-def test_corruption_and_pll_conditions_by_hand():
+def test_corruption_condition_by_hand():
     q = torch.tensor([[0.5, 0.3, 0.2], [0.4, 0.6, 0.0], [0.5, 0.1, 0.4]])
     assert la.corruption_condition(q).tolist() == [True, True, False]
-    # class 1 has a single wrong label: every refined pair is {1, 0}, a tie for the PLL student
-    assert la.pll_condition(q).tolist() == [True, False, False]
+
+
+def _cyclic(shares):
+    """Label fractions with row j = shares shifted by j (balanced, and so are refined targets)."""
+    return torch.stack([torch.tensor(shares, dtype=F64).roll(j) for j in range(len(shares))])
+
+
+def test_pll_condition_by_hand():
+    k, n, c, d = 4, 40, 0.4, 0.1
+    q = _cyclic([0.5, 0.25, 0.15, 0.1])  # m_j = j + 1; x = 0.1 for j + 2, 0.15 for j + 3
+    ratio = {
+        lam: (lambda s: s[1] / s[0])(la._block_shrinkage(k, n, c, d, lam))
+        for lam in (1e-4, 1e-2, 0.1)
+    }
+    # label j + 2 stays above m_j while s1/s0 < (1 + 0.1) / 0.1 = 11
+    for lam, r in ratio.items():
+        assert la.pll_condition(q, n, c, d, lam).tolist() == [r < 11] * k
+    assert ratio[1e-4] < 11 < ratio[0.1]
+    # a single wrong label: every refined pair is {j, m_j}, a tie for the PLL student
+    assert not la.pll_condition(_cyclic([0.7, 0.3, 0.0, 0.0]), n, c, d, 1e-4).any()
+    # no unique most frequent wrong label
+    assert not la.pll_condition(_cyclic([0.5, 0.2, 0.2, 0.1]), n, c, d, 1e-4).any()
+
+
+def test_pll_condition_refuses_unbalanced_labels():
+    q = torch.tensor([[0.5, 0.3, 0.2], [0.4, 0.6, 0.0], [0.5, 0.1, 0.4]])
+    with pytest.raises(ValueError, match="balanced label frequencies"):
+        la.pll_condition(q, 10, 0.4, 0.1, 1e-3)
+
+
+def test_pll_condition_matches_the_linearised_student_over_lambda_and_noise():
+    """Exact on the type-level linearised dynamics, including where a strongly regularised
+    teacher forgets the points' own labels and the PLL student ties (large lambda)."""
+    k, n, c, d = 4, 40, 0.4, 0.1
+    kappa = noise.block_kappa(k, c, d)
+    true = noise.class_labels([n] * k)
+    outcomes = set()
+    for lam in (1e-4, 1e-2, 3e-2, 0.1):
+        for eta in (0.2, 0.4, 0.6, 0.7):
+            given = noise.corrupt_labels_exact(
+                true, noise.cyclic_transition(k, eta, (0.5, 0.25, 0.25))
+            )
+            counts = noise.type_counts(true, given, k)
+            teacher = la.type_linear_outputs(kappa, counts, lam, [0])[0]
+            student = la.type_linear_outputs(
+                kappa, counts, lam, [0], targets=la.pll_targets(teacher)
+            )
+            full = bool(la.type_accuracy(student, counts)[0] >= 1 - 1e-12)
+            assert bool(la.pll_condition(counts / n, n, c, d, lam).all()) == full, (lam, eta)
+            outcomes.add((lam < 1e-3, full))
+    # the condition is not vacuous: at the larger lambdas it both holds and fails
+    assert {(True, True), (False, False), (False, True)} <= outcomes
 
 
 def test_pll_targets_keep_the_two_largest_with_first_index_on_ties():

@@ -742,11 +742,11 @@ def noise_threshold(
     """Largest noise rate at which ``rounds`` SD rounds reach 100% accuracy (derived).
 
     Noise at exact fractions ``q_jj = 1 - eta``, flips shared over the wrong labels with largest
-    share ``w`` (symmetric noise: ``w = 1 / (K - 1)``), so ``D = 1 - eta (1 + w)``;
+    share exactly ``w`` (symmetric noise: ``w = 1 / (K - 1)``), so ``D = 1 - eta (1 + w)``;
     :func:`minimum_rounds` ``<= rounds + 1`` iff ``D > 1 / (r^(rounds+1) - 1)`` with ``r = s1/s0``:
     ``eta < (1 - 1 / (r^(rounds+1) - 1)) / (1 + w)`` (0 if negative). The corruption condition
-    is ``eta < 1 / (1 + w)``; the PLL student reaches 100% in one round up to there
-    (:func:`pll_condition`), so it beats ``rounds``-round SD on ``[threshold, 1 / (1 + w))``
+    is ``eta < 1 / (1 + w)``; where :func:`pll_condition` holds, the PLL student reaches 100% in
+    one round up to there, so it beats ``rounds``-round SD on ``[threshold, 1 / (1 + w))``
     (paper Sec. 5's comparison; derived). A rate equal to the threshold fails (strict condition).
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
@@ -761,24 +761,67 @@ def noise_threshold(
     return max(0.0, (1 - need) / (1 + w))
 
 
-def pll_condition(label_fractions) -> torch.Tensor:
+def pll_condition(
+    label_fractions, n_per_class: int, c: float, d: float, lam: float
+) -> torch.Tensor:
     """Per class, whether one PLL round classifies every training point correctly (linearised
     block model with balanced label frequencies; derived, paper Sec. 5).
 
-    Needs (i) the corruption condition (then the teacher's top two are {given, true} for a
-    mislabelled point and {true, m_j} for a clean one, ``m_j`` the most frequent wrong label, taken
-    unique), and (ii) at least two distinct wrong labels in the class: otherwise every point's
-    refined pair is {j, m_j} and the student cannot tell ``j`` from ``m_j`` (tie). Then the class
-    means of the refined targets put 1/2 on ``j`` and less on any other label, for every ``lam``.
+    The conditions of the chapter's theorem:
+
+    (a) the corruption condition; (b) the most frequent wrong label ``m_j`` of class ``j`` is
+    unique, and ``c > d`` (else ``s1 = s0`` and the teacher's outputs tie); (c) some wrong label
+    ``l`` other than ``m_j`` occurs in class ``j`` whose points keep it above ``m_j`` in the
+    teacher, ``s0 (1 + x) > s1 x`` with ``x = q_jm - q_jl``. Under (a) and (b) the teacher's top
+    two are ``{l, j}`` for such a point and ``{j, m_j}`` for every other point of the class, so the
+    class means of the refined targets put 1/2 on ``j`` and, thanks to (c), less on ``m_j``.
+    Without (c) every point's pair is ``{j, m_j}`` and the student ties the two. Condition (c)
+    holds for every ``lam`` small enough (``s1 / s0 -> 1``) and fails for a strongly regularised
+    teacher, whose outputs forget a point's own label (``s0 << s1``).
+
+    The theorem also needs the refined targets balanced (each label's mean over all points 1/K),
+    so that the block model's global term leaves the margins alone; noise symmetric under a
+    cyclic shift of the classes, as in the chapter's experiment, gives this. That involves every
+    class, so it is certified only when (a) and (b) hold in all of them: otherwise no class is.
+
     Returns a bool ``(K,)``.
+
+    Raises
+    ------
+    ValueError
+        If the given label frequencies are not balanced, or if (a) and (b) hold in every class
+        but the refined targets are not balanced: the theorem does not apply; compute the student
+        with :func:`type_linear_outputs` instead.
     """
     q = _fractions(label_fractions)
     k = q.shape[0]
-    wrong = (q > 0) & ~torch.eye(k, dtype=torch.bool)
-    off = q.masked_fill(torch.eye(k, dtype=torch.bool), -1.0)
+    uniform = torch.full((k,), 1.0 / k, dtype=q.dtype)
+    if not torch.allclose(q.mean(0), uniform, atol=1e-12):
+        raise ValueError(
+            "pll_condition needs balanced label frequencies (columns of q averaging 1/K)"
+        )
+    s0, s1, _ = _block_shrinkage(k, n_per_class, c, d, lam)
+    eye = torch.eye(k, dtype=torch.bool)
+    off = q.masked_fill(eye, -1.0)
     top = off.max(1).values
+    m = off.argmax(1)
     unique_top = (off == top[:, None]).sum(1) == 1
-    return corruption_condition(q) & (wrong.sum(1) >= 2) & unique_top
+    basic = corruption_condition(q) & unique_top & (s1 > s0)
+    if not bool(basic.all()):
+        return torch.zeros(k, dtype=torch.bool)
+    x = top[:, None] - q  # x[j, l] = q_jm - q_jl
+    other = (q > 0) & ~eye & (torch.arange(k)[None, :] != m[:, None])
+    keeps = other & (s0 * (1 + x) > s1 * x)  # point labelled l keeps l above m_j in the teacher
+    # refined class means: 1/2 on j; the partner is l for the points that keep l, m_j otherwise
+    partner = torch.where(keeps, q, torch.zeros_like(q))
+    partner[torch.arange(k), m] = 1.0 - partner.sum(1)
+    refined = 0.5 * (torch.eye(k, dtype=q.dtype) + partner)
+    if not torch.allclose(refined.mean(0), uniform, atol=1e-12):
+        raise ValueError(
+            "pll_condition needs balanced refined targets (each label's mean 1/K); compute the "
+            "student with type_linear_outputs instead"
+        )
+    return keeps.any(1)
 
 
 def first_full_accuracy_round(accuracy, atol: float = 0.0) -> int:
