@@ -163,3 +163,22 @@ def test_imbalance_of_balanced_and_unbalanced_layers():
     w2 = 0.3 * v[:, :, None] * torch.ones(2, 1, 1, dtype=DT)  # (R, 4, 1)
     assert chapter._imbalance([w1, w2]) < 1e-14
     assert chapter._imbalance([w1, 2 * w2]) > 1.0
+
+
+def test_a_deep_limit_off_the_prediction_fails_even_with_the_right_remainder_norm(results, config):
+    """The n < d claim checks the whole limit P w* + v_inf, not only |w_T - P w*|."""
+    result = results["deep_linear"]
+    wrong = dataclasses.replace(result, distance_to_prediction=result.distance_to_prediction + 0.05)
+    with pytest.raises(ClaimFailed, match="predicted limit"):
+        chapter.check_deep_linear(wrong, _claims(config))
+
+
+def test_a_margin_geometry_with_a_student_beyond_the_margin_at_the_largest_n_fails(results, config):
+    result = results["data_geometry"]
+    above = result.above_margin.copy()
+    g = next(i for i, dist in enumerate(result.distributions) if dist.kind == "margin")
+    above[g, -1, 0] = True
+    with pytest.raises(ClaimFailed, match="no training set"):
+        chapter.check_data_geometry(
+            dataclasses.replace(result, above_margin=above), _claims(config)
+        )
