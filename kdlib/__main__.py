@@ -184,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="chapter ids and experiments")
     for name in ("reproduce", "claims"):
-        p = sub.add_parser(name, help=f"{name} the book's experiments")
+        helps = {
+            "reproduce": "run a chapter's experiments: figures, claims, cached results",
+            "claims": "run every experiment headless and print its claims",
+        }
+        p = sub.add_parser(name, help=helps[name])
         if name == "reproduce":
             p.add_argument("chapter", help="a chapter id (see `list`) or 'all'")
             p.add_argument(

@@ -312,7 +312,7 @@ def check_digits(result: DigitsResult, claims: Claims) -> None:
     )
     gap = (result.soft_accuracy - result.hard_accuracy).mean(axis=1)
     claims.ordered(
-        "the gain shrinks as n grows",
+        f"the gain is smaller at n={result.sizes[-1]} than at n={result.sizes[0]} (seed means)",
         {f"gain at n={result.sizes[-1]}": gap[-1], f"gain at n={result.sizes[0]}": gap[0]},
         order=[f"gain at n={result.sizes[-1]}", f"gain at n={result.sizes[0]}"],
         why="both students approach the same linear-model accuracy as n grows",
