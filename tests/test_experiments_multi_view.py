@@ -240,7 +240,7 @@ def test_self_distillation_claim_fails_if_teacher_views_are_lost(results):
     forgetful = dataclasses.replace(
         result, student_learned=np.zeros_like(result.student_learned, dtype=bool)
     )
-    with pytest.raises(ClaimFailed, match="every view its teacher learned"):
+    with pytest.raises(ClaimFailed, match="at least 90% of the views its teacher learned"):
         mv.check_self_distillation(forgetful, Claims(mv.CHAPTER, config, ledger=False))
 
 
