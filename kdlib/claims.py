@@ -268,6 +268,10 @@ class Claims:
             raise ValueError(f"order names {missing} not present in values {list(values)}")
         if len(order) < 2:
             raise ValueError("order must name at least two quantities")
+        if isinstance(margin, bool) or not (
+            isinstance(margin, int | float) and math.isfinite(margin) and margin >= 0
+        ):
+            raise ValueError(f"margin must be a finite number >= 0; got {margin!r}")
         nums = [_as_float(values[key], f"values[{key!r}]") for key in order]
         passed = all(b - a > margin for a, b in zip(nums, nums[1:], strict=False))
         rule = " < ".join(order) + (f" (each gap > {_fmt(margin)})" if margin else "")
@@ -320,6 +324,14 @@ class Claims:
         ys = _as_array(y, "y")
         if ys.shape[0] != xs.shape[0]:
             raise ValueError(f"y has {ys.shape[0]} rows but x has {xs.shape[0]} points")
+        if xs.ndim != 1 or ys.ndim > 2:
+            raise ValueError(
+                f"x must be 1-D and y (len(x),) or (len(x), seeds); got {xs.shape} and {ys.shape}"
+            )
+        if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+            raise ValueError(f"claim {name!r}: x and y must be finite (a NaN would pass unseen)")
+        if ys.ndim == 2 and ys.shape[1] == 1:  # one seed: no t-test, the exact comparison
+            ys = ys[:, 0]
         ys = ys[np.argsort(xs)]
         sign = -1.0 if direction == "decreasing" else 1.0
         steps = sign * np.diff(ys, axis=0)  # > 0 means the right direction
@@ -426,6 +438,8 @@ def t_halfwidth(samples, confidence: float = 0.95, axis: int = -1, sided: str = 
         raise ValueError(f"sided must be 'one' or 'two'; got {sided!r}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
+    if sided == "one" and confidence < 0.5:
+        raise ValueError(f"a one-sided confidence must be >= 0.5; got {confidence!r}")
     if values.ndim == 0 or values.shape[axis] < 2:
         raise ValueError(f"samples need at least 2 values along axis {axis}; got {values.shape}")
     if not np.isfinite(values).all():
@@ -444,10 +458,14 @@ def fit_slope(x, y, log: bool = True) -> float:
         ys = ys.mean(axis=1)
     if xs.shape != ys.shape or xs.size < 2:
         raise ValueError(f"x and y need the same length >= 2; got {xs.shape} and {ys.shape}")
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        raise ValueError("x and y must be finite")
     if log:
         if (xs <= 0).any() or (ys <= 0).any():
             raise ValueError("log-log slope needs positive x and y")
         xs, ys = np.log(xs), np.log(ys)
+    if np.ptp(xs) == 0:
+        raise ValueError("x must take at least two different values for a slope")
     return float(np.polyfit(xs, ys, 1)[0])
 
 

@@ -86,6 +86,7 @@ def _reduce(per_sample: torch.Tensor, sample_weight: torch.Tensor | None, check:
     if check:
         if not isinstance(sample_weight, torch.Tensor):
             raise TypeError("sample_weight must be a torch.Tensor")
+        _check_finite(sample_weight, "sample_weight")
         if (sample_weight < 0).any():
             raise ValueError("sample_weight must be non-negative")
     weight = _broadcast_target(sample_weight.to(per_sample.dtype), per_sample, "sample_weight")

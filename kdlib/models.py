@@ -25,6 +25,7 @@ Models
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -138,6 +139,10 @@ class LinearStudent(nn.Module):
         self.out_features = _check_positive_int(out_features, "out_features")
         if init not in ("zeros", "normal"):
             raise ValueError(f"init must be 'zeros' or 'normal'; got {init!r}")
+        if isinstance(init_scale, bool) or not (
+            isinstance(init_scale, numbers.Real) and math.isfinite(init_scale)
+        ):
+            raise ValueError(f"init_scale must be a finite number; got {init_scale!r}")
         shape = (replicas, in_features, out_features)
         if init == "zeros":
             weight = torch.zeros(shape, dtype=dtype)

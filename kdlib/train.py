@@ -20,6 +20,8 @@ Design notes
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -84,7 +86,9 @@ class TrainResult:
     steps : ndarray, shape ``(T,)``
         The step numbers at which values were recorded (0 = before the first update).
     loss : Tensor, shape ``(T, R)``
-        Training loss per replica at those steps (CPU).
+        Training loss per replica at those steps (CPU). With SGD, the rows recorded during
+        training are mini-batch losses; the last row, after the final update, is the full-batch
+        loss.
     metrics : dict of Tensor, each ``(T, R)``
         Values returned by ``metrics_fn`` at those steps (CPU).
     interrupted : bool
@@ -191,8 +195,10 @@ def train(
         raise ValueError(f"steps must be a non-negative int; got {steps!r}")
     if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1:
         raise ValueError(f"record_every must be a positive int; got {record_every!r}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
+    if not (isinstance(weight_decay, numbers.Real) and math.isfinite(weight_decay)) or (
+        weight_decay < 0
+    ):
+        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
     if (batch_size is None) != (n_samples is None):
         raise ValueError("pass both batch_size and n_samples for SGD, or neither")
     if batch_size is not None and not 1 <= batch_size <= n_samples:
@@ -213,12 +219,14 @@ def train(
     recorded_metrics: dict[str, list[torch.Tensor]] = {}
 
     def record(step: int, loss: torch.Tensor) -> None:
+        metrics = {}
+        if metrics_fn is not None:  # computed first: an interrupt here leaves no partial row
+            with torch.no_grad():
+                metrics = {key: value.detach() for key, value in metrics_fn(model).items()}
         recorded_steps.append(step)
         recorded_loss.append(loss.detach())
-        if metrics_fn is not None:
-            with torch.no_grad():
-                for key, value in metrics_fn(model).items():
-                    recorded_metrics.setdefault(key, []).append(value.detach())
+        for key, value in metrics.items():
+            recorded_metrics.setdefault(key, []).append(value)
 
     def batch_loss() -> torch.Tensor:
         if batch_size is None:
@@ -231,14 +239,20 @@ def train(
         return loss
 
     def snapshot(generator_state: torch.Tensor) -> dict:
-        """The run's state after ``done`` updates (``generator_state``: the SGD generator's)."""
+        """The run's state after ``done`` updates (``generator_state``: the SGD generator's).
+
+        Records of the step in progress (step ``done``, recorded before an interrupt stopped its
+        update) are left out: the resumed run records that step again."""
+        kept = sum(1 for s in recorded_steps if s < done)
         return {
             "steps": steps,
             "done": done,
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "recorded_steps": list(recorded_steps),
-            "recorded_loss": [v.cpu() for v in recorded_loss],
-            "recorded_metrics": {k: [v.cpu() for v in vs] for k, vs in recorded_metrics.items()},
+            "recorded_steps": list(recorded_steps[:kept]),
+            "recorded_loss": [v.cpu() for v in recorded_loss[:kept]],
+            "recorded_metrics": {
+                k: [v.cpu() for v in vs[:kept]] for k, vs in recorded_metrics.items()
+            },
             "generator": generator_state,
         }
 
@@ -367,6 +381,7 @@ def slice_replicas(
     params = list(model.parameters())
     if not params:
         raise ValueError("model has no parameters to slice")
+    _check_sliceable(model)
     replicas = params[0].shape[0]
     if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= replicas):
         raise ValueError(f"need 0 <= start < stop <= {replicas} replicas; got {start}:{stop}")
@@ -383,6 +398,17 @@ def slice_replicas(
     if hasattr(chunk, "replicas"):
         chunk.replicas = stop - start
     return chunk
+
+
+def _check_sliceable(model: nn.Module) -> None:
+    """Models whose replicas share inputs in groups cannot be sliced replica by replica."""
+    groups = getattr(model, "input_groups", 1)
+    if groups != 1:
+        raise ValueError(
+            f"cannot slice the replicas of a model with input_groups={groups}: a slice would "
+            "spread its replicas over all the input groups; train it whole, or build one model "
+            "per input group"
+        )
 
 
 def train_chunked(
@@ -411,9 +437,23 @@ def train_chunked(
     device : optional
         Where chunks are trained (default: where ``model`` lives).
     train_kwargs :
-        Passed to :func:`train` (``record_every``, ``metrics_fn``, ...). Metrics are concatenated
-        along the replica axis.
+        Passed to :func:`train` (``record_every``, ``metrics_fn``, ``generator``, ...). Metrics are
+        concatenated along the replica axis. Every chunk starts from the same state of
+        ``generator``, so SGD draws the mini-batches one whole run would. ``checkpoint`` is not
+        accepted: one checkpoint cannot hold several chunks.
+
+    Returns
+    -------
+    TrainResult
+        If a chunk is interrupted, the chunks after it are not trained; the result then holds
+        the chunks trained so far, with ``interrupted=True``, and its loss and metrics cover only
+        their replicas (``steps_done`` is the interrupted chunk's).
     """
+    if "checkpoint" in train_kwargs:
+        raise ValueError(
+            "train_chunked does not take a checkpoint (one checkpoint cannot hold several "
+            "chunks); checkpoint each chunk's train() call instead"
+        )
     params = list(model.parameters())
     replicas = params[0].shape[0]
     target = torch.device(device) if device is not None else params[0].device
@@ -424,9 +464,13 @@ def train_chunked(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
     rates = lr if isinstance(lr, torch.Tensor) else None
+    generator = train_kwargs.get("generator")
+    generator_start = generator.get_state() if generator is not None else None
     results = []
     for start in range(0, replicas, chunk_size):
         stop = min(start + chunk_size, replicas)
+        if generator is not None:
+            generator.set_state(generator_start)
         chunk = slice_replicas(model, start, stop, target)
         part = slice(start, stop)
         chunk_lr = rates[part] if rates is not None else lr
@@ -444,10 +488,13 @@ def train_chunked(
                 full[start:stop] = trained.to(full.device)
         if results[-1].interrupted:
             break
+    rows = min(len(r.steps) for r in results)  # an interrupted chunk recorded fewer steps
     return TrainResult(
-        steps=results[0].steps,
-        loss=torch.cat([r.loss for r in results], dim=1),
-        metrics={k: torch.cat([r.metrics[k] for r in results], dim=1) for k in results[0].metrics},
+        steps=results[-1].steps[:rows],
+        loss=torch.cat([r.loss[:rows] for r in results], dim=1),
+        metrics={
+            k: torch.cat([r.metrics[k][:rows] for r in results], dim=1) for k in results[0].metrics
+        },
         interrupted=any(r.interrupted for r in results),
         steps_done=min(r.steps_done for r in results),
     )

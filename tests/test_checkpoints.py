@@ -26,10 +26,30 @@ def _problem():
     return x, y
 
 
-def _run(checkpoint, sgd: bool, stop_at: int | None = None, signal_at: int | None = None):
+class _InterruptInBackward(torch.autograd.Function):
+    """Identity whose backward pass raises ``KeyboardInterrupt`` (a Ctrl-C during the gradient,
+    after the step's loss was recorded)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise KeyboardInterrupt
+
+
+def _run(
+    checkpoint,
+    sgd: bool,
+    stop_at: int | None = None,
+    signal_at: int | None = None,
+    backward_stop_at: int | None = None,
+):
     """Train a fresh model (same init every time); raise ``KeyboardInterrupt`` before the update
-    of step ``stop_at`` (a loss evaluation counts as that step), or let a signal arrive (as the
-    handler ``reproduce`` installs would defer it) during the update of step ``signal_at``."""
+    of step ``stop_at`` (a loss evaluation counts as that step) or in the gradient of step
+    ``backward_stop_at``, or let a signal arrive (as the handler ``reproduce`` installs would
+    defer it) during the update of step ``signal_at``."""
     import kdlib.train as kdtrain
 
     x, y = _problem()
@@ -43,7 +63,10 @@ def _run(checkpoint, sgd: bool, stop_at: int | None = None, signal_at: int | Non
         if signal_at is not None and len(calls) == signal_at + 1:
             kdtrain._UPDATE["interrupt_pending"] = True
         rows = slice(None) if batch is None else batch
-        return binary_cross_entropy(m(x[rows]), y[rows], check=False)
+        loss = binary_cross_entropy(m(x[rows]), y[rows], check=False)
+        if backward_stop_at is not None and len(calls) == backward_stop_at + 1:
+            return _InterruptInBackward.apply(loss)
+        return loss
 
     sgd_args = dict(batch_size=8, n_samples=24, generator=torch.Generator().manual_seed(5))
     result = train(
@@ -76,6 +99,23 @@ def test_a_stopped_run_resumes_at_its_step_and_matches_an_uninterrupted_one(tmp_
     assert torch.equal(result.metrics["norm"], reference.metrics["norm"])
     for ours, theirs in zip(model.parameters(), reference_model.parameters(), strict=True):
         assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("sgd", [False, True], ids=["full-batch", "sgd"])
+def test_a_run_stopped_in_the_gradient_of_a_recorded_step_records_it_once(tmp_path, sgd):
+    """Step 3 is recorded (every 3 steps) before its gradient; the saved state leaves that record
+    out, so the resumed run does not list step 3 twice."""
+    reference_model, reference, _ = _run(None, sgd)
+    checkpoint = TrainingCheckpoint(ResultCache(tmp_path), "run", "k", every_seconds=1e9)
+    with pytest.raises(KeyboardInterrupt), interrupts_propagate():
+        _run(checkpoint, sgd, backward_stop_at=3)
+    saved = checkpoint.load()
+    assert saved["done"] == 3 and saved["recorded_steps"] == [0]
+    model, result, _ = _run(checkpoint, sgd)
+    assert (result.steps == reference.steps).all()
+    assert torch.equal(result.loss, reference.loss)
+    assert torch.equal(result.metrics["norm"], reference.metrics["norm"])
+    assert torch.equal(model.hidden, reference_model.hidden)
 
 
 def test_a_finished_run_is_not_trained_again(tmp_path):

@@ -174,3 +174,30 @@ def test_t_halfwidth_matches_a_t_table_and_covers_at_its_level():
     ):
         with pytest.raises(ValueError, match=match):
             t_halfwidth(**bad)
+
+
+def test_monotone_refuses_nan_instead_of_passing_it(claims):
+    rising = [[3.0, 3.1, 2.9], [4.0, float("nan"), 4.1], [5.0, 5.1, 4.9]]
+    with pytest.raises(ValueError, match="finite"):
+        claims.monotone("rising", [1, 2, 3], rising, direction="decreasing")
+
+
+def test_monotone_with_one_seed_is_the_exact_comparison():
+    claims = Claims("test", resolve("quick", "cpu"), ledger=False, raise_on_fail=False)
+    record = claims.monotone("rising", [1, 2, 3], [[1.0], [2.0], [3.0]], direction="decreasing")
+    assert not record.passed
+
+
+def test_an_ordering_with_a_negative_margin_is_refused(claims):
+    with pytest.raises(ValueError, match="margin"):
+        claims.ordered("a < b", {"a": 3.0, "b": 2.0}, order=["a", "b"], margin=-5)
+
+
+def test_a_slope_needs_two_different_x():
+    with pytest.raises(ValueError, match="two different"):
+        fit_slope([2, 2, 2], [1, 2, 3])
+
+
+def test_a_one_sided_halfwidth_below_half_confidence_is_refused():
+    with pytest.raises(ValueError, match="one-sided"):
+        t_halfwidth([1.0, 2.0, 3.0], 0.2)

@@ -136,3 +136,11 @@ def test_huge_logits_stay_finite():
 def test_bad_input_raises_a_named_error(call, error, match):
     with pytest.raises(error, match=match):
         call(_logits())
+
+
+def test_a_non_finite_sample_weight_is_refused():
+    logits = torch.zeros(1, 3, 1)
+    targets = torch.ones(1, 3)
+    weight = torch.tensor([1.0, float("nan"), 1.0])
+    with pytest.raises(ValueError, match="sample_weight"):
+        losses.binary_cross_entropy(logits, targets, sample_weight=weight)

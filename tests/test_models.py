@@ -131,3 +131,9 @@ def test_bad_constructor_arguments(make, error, match):
 def test_bad_inputs(x, error, match):
     with pytest.raises(error, match=match):
         LinearStudent(2, 3)(x)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf")])
+def test_a_linear_student_refuses_a_non_finite_init_scale(scale):
+    with pytest.raises(ValueError, match="init_scale"):
+        LinearStudent(2, 3, init="normal", init_scale=scale)

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from kdlib.cache import ResultCache, TrainingCheckpoint
 from kdlib.losses import binary_cross_entropy
-from kdlib.models import LinearStudent
-from kdlib.train import train
+from kdlib.models import LinearStudent, ReplicaCNN
+from kdlib.train import slice_replicas, train, train_chunked
 
 
 def _least_squares_problem():
@@ -129,3 +130,66 @@ def test_loss_of_wrong_shape_is_rejected():
     x, _ = _least_squares_problem()
     with pytest.raises(ValueError, match="loss_fn"):
         train(LinearStudent(2, 4, dtype=torch.float64), lambda m, b: m(x).sum(), 1, 0.1)
+
+
+def _chunk_problem():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 3, generator=g)
+    y = (x[:, 0] > 0).float()
+
+    def loss_fn(model, batch, replicas=None):
+        rows = slice(None) if batch is None else batch
+        return binary_cross_entropy(model(x[rows]), y[rows])
+
+    return loss_fn
+
+
+def test_chunked_sgd_with_a_callers_generator_draws_the_batches_of_one_run():
+    loss_fn = _chunk_problem()
+    sgd = dict(batch_size=4, n_samples=20)
+    whole = LinearStudent(4, 3, init="normal", seed=3)
+    train(whole, loss_fn, 10, 0.1, generator=torch.Generator().manual_seed(5), **sgd)
+    chunked = LinearStudent(4, 3, init="normal", seed=3)
+    train_chunked(
+        chunked, loss_fn, 10, 0.1, chunk_size=2, generator=torch.Generator().manual_seed(5), **sgd
+    )
+    torch.testing.assert_close(chunked.weight, whole.weight, rtol=0, atol=1e-6)
+
+
+def test_train_chunked_refuses_a_checkpoint(tmp_path):
+    checkpoint = TrainingCheckpoint(ResultCache(tmp_path), "t", "k")
+    with pytest.raises(ValueError, match="checkpoint"):
+        train_chunked(LinearStudent(4, 3), _chunk_problem(), 5, 0.1, checkpoint=checkpoint)
+
+
+def test_an_interrupted_chunk_returns_the_chunks_trained_so_far():
+    loss_fn = _chunk_problem()
+    calls = []
+
+    def stopping(model, batch, replicas):
+        calls.append(replicas)
+        if replicas.start == 2 and len([c for c in calls if c.start == 2]) == 4:
+            raise KeyboardInterrupt
+        return loss_fn(model, batch)
+
+    result = train_chunked(LinearStudent(6, 3), stopping, 10, 0.1, chunk_size=2)
+    assert result.interrupted and result.steps_done == 3
+    assert result.loss.shape == (len(result.steps), 4)  # chunks 0:2 and 2:4, common steps
+
+
+def test_slicing_a_model_whose_replicas_share_inputs_in_groups_is_refused():
+    model = ReplicaCNN(4, 1, 2, (8, 8), 3, input_groups=2)
+    with pytest.raises(ValueError, match="input_groups"):
+        slice_replicas(model, 0, 2)
+
+
+@pytest.mark.parametrize("weight_decay", [-0.1, float("nan"), float("inf")])
+def test_train_refuses_a_bad_weight_decay(weight_decay):
+    with pytest.raises(ValueError, match="weight_decay"):
+        train(
+            LinearStudent(1, 3),
+            lambda m, b: m.weight.sum(dim=(1, 2)),
+            1,
+            0.1,
+            weight_decay=weight_decay,
+        )
