@@ -198,8 +198,18 @@ def main(argv: list[str] | None = None) -> int:
             "--scale", default=None, help="quick or full (default: $KDLIB_SCALE or quick)"
         )
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: $KDLIB_DEVICE)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help="base seed of every experiment (default: 0, the seed the book's claims use)",
+        )
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=Path("results"),
+            help="output folder (default: results; figures go to <out>/<scale>/<chapter>/)",
+        )
         p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
     for command, (dataset, _module, _env, folder) in _FETCHERS.items():
         p = sub.add_parser(command, help=f"download {dataset} for chapter 4's full scale (checked)")
@@ -207,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             "--out", type=Path, default=None, help=f"folder (default: ~/.cache/kdlib/{folder})"
         )
     p = sub.add_parser("bench", help="batched replicas vs a Python loop vs torch.func.vmap")
-    p.add_argument("--device", default=None)
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:N (default: $KDLIB_DEVICE, else CUDA if present)",
+    )
     p.add_argument("--sizes", default="small,large", help="comma-separated: small, large")
     p.add_argument(
         "--kernels", action="store_true", help="time kdlib's hot spots against plain versions"
