@@ -11,10 +11,11 @@ between them. These rules cover the book:
 * :meth:`Claims.at_most` / :meth:`Claims.at_least` - a bound.
 
 Inside ``with claims.observing():`` the same rules record an *observation* instead: a paper's
-empirical finding (not a theorem) that the book reproduces and reports whichever way it comes
-out. An observation never raises; the ledger marks it ``agrees`` or ``disagrees``, and the
-appendix lists observations apart from the theorems' claims, so a disagreement with a paper is
-shown as a finding rather than hidden or allowed to pass as a proof.
+empirical finding, or a theorem's asymptotic bound measured far outside its regime, that the book
+reproduces and reports whichever way it comes out. An observation never raises; the ledger marks
+it ``agrees`` or ``disagrees``, and the appendix lists observations apart from the theorems'
+claims, so a disagreement with a paper is shown as a finding rather than hidden or allowed to pass
+as a proof.
 
 A failed claim raises :class:`ClaimFailed` whose message shows predicted, measured and the rule, so
 a notebook whose theorem does not hold fails to execute, and so do the tests. Every checked claim
@@ -203,8 +204,9 @@ class Claims:
         """Record the rules checked inside the block as *observations*: a paper's empirical
         finding reproduced here, reported as ``agrees``/``disagrees`` and never raised.
 
-        Use it only for what a paper observes in experiments, never for a theorem's prediction;
-        the chapter must discuss a disagreement in its text.
+        Use it for what a paper observes in experiments, and for a theorem's prediction only where
+        the simulation lies outside the theorem's regime (an asymptotic bound at small sizes) and
+        the chapter says so; the chapter must discuss a disagreement in its text.
 
         Examples
         --------
