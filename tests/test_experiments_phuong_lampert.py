@@ -154,6 +154,30 @@ def test_deep_linear_hypothesis_violation_fails(results, config, violation):
         chapter.check_deep_linear(dataclasses.replace(result, **changed), _claims(config))
 
 
+def test_an_unconverged_deep_linear_run_fails_the_stationarity_claim(results, config):
+    """The limit is compared only once the students have stopped moving."""
+    result = results["deep_linear"]
+    assert result.steps >= 1 and result.loss_gradient_norm.max() <= 1e-6
+    slow = dataclasses.replace(result, loss_gradient_norm=result.loss_gradient_norm + 1e-4)
+    with pytest.raises(ClaimFailed, match="stationary point"):
+        chapter.check_deep_linear(slow, _claims(config))
+
+
+def test_end_to_end_gradient_matches_autograd():
+    from kdlib.models import DeepLinearStudent
+
+    gen = torch.Generator().manual_seed(5)
+    student = DeepLinearStudent(3, 6, depth=3, width=4, generator=gen, dtype=DT)
+    x = torch.randn(3, 5, 6, generator=gen, dtype=DT)
+    probs = torch.rand(3, 5, generator=gen, dtype=DT)
+    mask = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2, [1.0] * 4 + [0.0]], dtype=DT)
+    w = student.end_to_end()[..., 0].detach().requires_grad_(True)
+    loss = binary_cross_entropy((x @ w[..., None])[..., 0], probs, sample_weight=mask)
+    (expected,) = torch.autograd.grad(loss.sum(), w)
+    got = chapter._end_to_end_gradient(student, x, probs, mask)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+
+
 def test_imbalance_of_balanced_and_unbalanced_layers():
     gen = torch.Generator().manual_seed(3)
     u = torch.randn(2, 5, generator=gen, dtype=DT)

@@ -476,11 +476,18 @@ class DeepLinearResult:
     predicted_distance: np.ndarray  # (R,) |v_inf| / |P w*|
     distance_to_prediction: np.ndarray  # (R,) |w_T - limit| / |limit|
     loss_gradient_norm: np.ndarray  # (R,) |grad L| at the end
+    steps: int  # gradient steps taken (a multiple of the scale's budget, see run_deep_linear)
     initial_loss_gap: np.ndarray  # (R,) L(w(0)) - L(0): the theorem assumes it is negative
     initial_imbalance: float  # max_j |W_j^T W_j - W_{j+1} W_{j+1}^T| / |W_j|^2 at t = 0
 
 
 MAX_REDRAWS = 20  # redraws of initialisations that miss L(w(0)) < L(0) (see run_deep_linear)
+#: Deep linear students train in blocks of the scale's step budget until every replica's loss
+#: gradient is below ``STATIONARY_GRADIENT`` (the limit the theorem describes is a stationary
+#: point), at most ``MAX_BUDGETS`` blocks: an ill-conditioned draw of the data (a small
+#: eigenvalue of its Gram matrix) converges several times slower than the others.
+STATIONARY_GRADIENT = 1e-10
+MAX_BUDGETS = 4
 
 
 def _balanced_layers(
@@ -584,12 +591,15 @@ def run_deep_linear(config: RunConfig) -> DeepLinearResult:
     def loss_fn(model, _batch):
         return binary_cross_entropy(model(x), probs, sample_weight=mask, check=False)
 
-    train(student, loss_fn, steps, lr, record_every=steps, desc="deep linear students")
+    taken = 0
+    for _ in range(MAX_BUDGETS):
+        train(student, loss_fn, steps, lr, record_every=steps, desc="deep linear students")
+        taken += steps
+        grad = _end_to_end_gradient(student, x, probs, mask)
+        if float(grad.norm(dim=-1).max()) <= STATIONARY_GRADIENT:
+            break
     with torch.no_grad():
         w_final = student.end_to_end()[..., 0]
-        z = (x @ w_final[..., None])[..., 0]
-        grad = (x.transpose(1, 2) @ ((torch.sigmoid(z) - probs) * mask)[..., None])[..., 0]
-        grad = grad / mask.sum(-1, keepdim=True)
     ref = projection.norm(dim=-1)
     return DeepLinearResult(
         d=d,
@@ -605,7 +615,20 @@ def run_deep_linear(config: RunConfig) -> DeepLinearResult:
         loss_gradient_norm=grad.norm(dim=-1).cpu().numpy(),
         initial_loss_gap=initial_loss_gap.cpu().numpy(),
         initial_imbalance=initial_imbalance,
+        steps=taken,
     )
+
+
+def _end_to_end_gradient(
+    student: DeepLinearStudent, x: torch.Tensor, probs: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Gradient of the soft-label loss with respect to the end-to-end vector, ``(R, d)``:
+    ``X^T (sigmoid(X w) - p) / n`` over each replica's first ``n`` points."""
+    with torch.no_grad():
+        w = student.end_to_end()[..., 0]
+        z = (x @ w[..., None])[..., 0]
+        grad = (x.transpose(1, 2) @ ((torch.sigmoid(z) - probs) * mask)[..., None])[..., 0]
+        return grad / mask.sum(-1, keepdim=True)
 
 
 def _imbalance(layers: list[torch.Tensor]) -> float:
@@ -636,6 +659,15 @@ def check_deep_linear(result: DeepLinearResult, claims: Claims) -> None:
         bound=0.0,
         why="the theorem's condition that keeps gradient flow away from w = 0; the sign of the "
         "initialisation is chosen for it to first order, this checks it exactly",
+    )
+    claims.at_most(
+        f"depth {result.depth}: every student reached a stationary point, max |grad L(w_T)| "
+        f"({result.steps} steps)",
+        measured=float(result.loss_gradient_norm.max()),
+        bound=1e-6,
+        why="the theorem describes the limit of gradient flow; on the slowest draw measured "
+        "(seed 3), |w_T - w_inf| was about 70 |grad L|, so 1e-6 leaves the comparisons below "
+        "(2% of a remainder of at least 0.02) a margin of 5x",
     )
     claims.at_most(
         f"depth {result.depth}, n >= d: end-to-end weight -> w* (max relative distance)",
