@@ -110,6 +110,18 @@ def test_wrong_digits_best_round_fails(results, config):
         chapter.check_digits(wrong, _claims(config))
 
 
+def test_paired_shortfall_by_hand(results):
+    # one noise rate, two seeds, three rounds, four test points
+    correct = np.zeros((1, 2, 3, 4), dtype=bool)
+    correct[0, :, 0] = [[1, 1, 1, 0], [1, 1, 0, 0]]  # round 0: 5 of 8
+    correct[0, :, 2] = [[1, 1, 0, 1], [1, 0, 0, 0]]  # round 2: 4 of 8, 3 discordant pairs
+    hand = dataclasses.replace(results["digits"], sd_test_correct=correct)
+    shortfall, tol = chapter._paired_shortfall(hand, 0, 0, 2)
+    assert shortfall == pytest.approx(1 / 8)
+    assert tol == pytest.approx(3 * np.sqrt(3) / 8)  # 3 sqrt(discordant) / N
+    assert chapter._paired_shortfall(hand, 0, 1, 1) == (0.0, 1 / 8)  # identical rounds: 1 / N
+
+
 def test_wrong_averaging_weights_fail(results, config):
     """Rounds counted from the first student (M^t instead of M^(t+1)): the measured weights
     disagree with it."""

@@ -242,10 +242,13 @@ def single_thread(device: torch.device):
 
 def _accuracy(scores: torch.Tensor, true: torch.Tensor) -> np.ndarray:
     """Fraction of rows whose strict argmax is the true class (ties count as errors)."""
+    return _correct(scores, true).to(DTYPE).mean(-1).cpu().numpy()
+
+
+def _correct(scores: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Boolean per row: its strict argmax is the true class (ties count as errors)."""
     top2 = scores.topk(2, dim=-1).values
-    pred = scores.argmax(-1)
-    strict = top2[..., 0] > top2[..., 1]
-    return ((pred == true) & strict).to(DTYPE).mean(-1).cpu().numpy()
+    return (scores.argmax(-1) == true) & (top2[..., 0] > top2[..., 1])
 
 
 def _one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -1282,6 +1285,9 @@ class DigitsResult:
     pll_ce_test: np.ndarray
     pll_gce_test: np.ndarray
     high_noise: list = field(default_factory=list)
+    #: ``(len(etas), seeds, T+1, n_test)``: which held-out digits each SD round classifies
+    #: correctly (for paired comparisons of two rounds on the same test points)
+    sd_test_correct: np.ndarray | None = None
 
 
 def run_digits(config: RunConfig, noise_type: str = "symmetric") -> DigitsResult:
@@ -1294,7 +1300,7 @@ def run_digits(config: RunConfig, noise_type: str = "symmetric") -> DigitsResult
         )
     lam, rounds = 1e-3, 10
     etas = np.array(config.pick([0.2, 0.5, 0.7, 0.8], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]))
-    seeds = config.pick(2, 10)
+    seeds = config.pick(8, 10)
     gce_steps = config.pick(300, 1000)
     with single_thread(config.device):
         split = load_digits_split(seed=config.seed, dtype=DTYPE, standardize=False)
@@ -1317,7 +1323,8 @@ def run_digits(config: RunConfig, noise_type: str = "symmetric") -> DigitsResult
         y_train, y_test = split.y_train.to(dev), split.y_test.to(dev)
         chain = self_distill(xt, labels.to(dev), lam, rounds)
         sd_train = _accuracy(chain.probs, y_train)
-        sd_test = _accuracy(torch.einsum("md,trdk->trmk", xs, chain.weights), y_test)
+        sd_test_correct = _correct(torch.einsum("md,trdk->trmk", xs, chain.weights), y_test)
+        sd_test = sd_test_correct.to(DTYPE).mean(-1).cpu().numpy()
         pll_fit = fit_heads(xt, theory.pll_targets(chain.probs[0]), lam)
         pll_ce = _accuracy(xs @ pll_fit.weights, y_test)
         pair = chain.probs[0].topk(2, -1).indices
@@ -1348,7 +1355,24 @@ def run_digits(config: RunConfig, noise_type: str = "symmetric") -> DigitsResult
         pll_ce_test=pll_ce.reshape(len(etas), seeds),
         pll_gce_test=pll_gce.reshape(len(etas), seeds),
         high_noise=[float(e) for e in etas[-2:]],
+        sd_test_correct=sd_test_correct.cpu()
+        .numpy()
+        .transpose(1, 0, 2)
+        .reshape(len(etas), seeds, rounds + 1, -1),
     )
+
+
+def _paired_shortfall(result: DigitsResult, eta_index: int, best: int, other: int):
+    """Mean test accuracy of SD round ``best`` minus round ``other`` (over seeds), and three
+    paired standard errors of that difference: ``3 sqrt(discordant) / N``, where ``discordant``
+    counts the (seed, test point) pairs that one round classifies correctly and the other not,
+    and ``N`` all of them (at least one point's resolution, ``1 / N``)."""
+    if result.sd_test_correct is None:
+        raise ValueError("the result has no per-point correctness (sd_test_correct)")
+    correct = result.sd_test_correct[eta_index]  # (seeds, T+1, n_test)
+    diff = correct[:, best].astype(float) - correct[:, other].astype(float)
+    discordant = int(np.count_nonzero(diff))
+    return float(diff.mean()), max(3.0 * math.sqrt(discordant), 1.0) / diff.size
 
 
 def check_digits(result: DigitsResult, claims: Claims) -> None:
@@ -1362,14 +1386,19 @@ def check_digits(result: DigitsResult, claims: Claims) -> None:
         eta = result.etas[i]
         curve = mean_sd[i]
         peak = int(curve.argmax())
-        claims.close(
-            f"eta={eta:g}: best SD round, closed form on the digits' Gram matrix vs trained",
-            predicted=float(mean_closed[i].argmax()),
-            measured=float(peak),
-            atol=1,
-            why="one round: the closed form drops a remainder of order logits^2, which moves "
-            "margins near zero by a round at most where neighbouring rounds differ in accuracy by "
-            "a few points (measured here: closed-form accuracies within a few points of trained)",
+        predicted = int(mean_closed[i].argmax())
+        window = np.arange(max(predicted - 1, 0), min(predicted + 2, len(curve)))
+        nearest = int(window[curve[window].argmax()])
+        shortfall, tol = _paired_shortfall(result, i, peak, nearest)
+        claims.at_most(
+            f"eta={eta:g}: best SD round, closed form on the digits' Gram matrix vs trained "
+            "(trained accuracy within one round of the predicted best, short of the trained best)",
+            measured=shortfall,
+            bound=tol,
+            why=f"predicted best round {predicted}, trained {peak}. One round: the closed form "
+            "drops a remainder of order logits^2, which moves margins near zero by a round at "
+            "most; then 3 paired standard errors over the test points on which the two rounds "
+            "differ (a flat curve's argmax is test-set noise)",
         )
         best_sd = result.sd_test[i, :, 1:].max(-1).mean()
         with claims.observing():  # the paper's experiments (Fig. 2), not a theorem
