@@ -92,6 +92,26 @@ def test_generalization_claims_fail_when_pi_hurts_against_the_kernel_prediction(
         )
 
 
+def test_a_gap_the_kernel_model_does_not_predict_fails(results, config):
+    """Where the kernel's PI and labels errors tie, the networks may not show a resolvable gap."""
+    r = results["generalization"]
+    predicted = r.test_correct_predicted.copy()
+    predicted[0, -1] = predicted[0, 0]  # clean labels: the kernel model predicts a tie
+    measured = r.test_correct_measured.copy()
+    measured[0, -1] = False  # the PI networks misclassify every test digit
+    wrong = dataclasses.replace(r, test_correct_predicted=predicted, test_correct_measured=measured)
+    with pytest.raises(ClaimFailed, match="no resolvable difference"):
+        chapter.check_generalization(wrong, _claims(config))
+
+
+def test_paired_error_gap_by_hand():
+    correct = np.zeros((2, 1, 4), dtype=bool)  # (rho, seed, test point)
+    correct[0, 0] = [1, 1, 0, 0]  # labels only: error 1/2
+    correct[1, 0] = [1, 1, 1, 0]  # PI: error 1/4, one discordant point
+    gap, tol = chapter._paired_error_gap(correct)
+    assert gap == pytest.approx(-0.25) and tol == pytest.approx(3 / 4)
+
+
 def test_pi_hurting_as_the_kernel_predicts_is_an_observation_not_a_failure(results, config):
     """What the full scale found with clean labels: the kernel model predicts PI slightly worse,
     the networks agree; the claim holds and the paper's expectation is a disagreeing
@@ -101,6 +121,8 @@ def test_pi_hurting_as_the_kernel_predicts_is_an_observation_not_a_failure(resul
         r,
         test_error_measured=r.test_error_measured[:, ::-1].copy(),
         test_error_predicted=r.test_error_predicted[:, ::-1].copy(),
+        test_correct_measured=r.test_correct_measured[:, ::-1].copy(),
+        test_correct_predicted=r.test_correct_predicted[:, ::-1].copy(),
     )
     claims = _claims(config)
     chapter.check_generalization(both_reversed, claims)
