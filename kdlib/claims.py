@@ -501,3 +501,84 @@ def records_to_markdown(records: Sequence[ClaimRecord], with_chapter: bool = Tru
             cells = [r.chapter, *cells, r.scale, r.device]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from ``"0-7"``, ``"0,3,5"`` or a mix (``"0-2,9"``), in order, without repeats.
+
+    Raises
+    ------
+    ValueError
+        Naming ``--seeds`` and the accepted forms, for anything else (negative or empty ranges,
+        words).
+    """
+    allowed = "comma-separated non-negative seeds or ranges, e.g. 0-7 or 0,3,5"
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        low, dash, high = part.partition("-")
+        try:
+            start, stop = int(low), int(high) if dash else int(low)
+        except ValueError:
+            raise ValueError(f"--seeds must be {allowed}; got {text!r}") from None
+        if start < 0 or stop < start:
+            raise ValueError(f"--seeds must be {allowed}; got {text!r}")
+        seeds.extend(s for s in range(start, stop + 1) if s not in seeds)
+    return seeds
+
+
+def seed_study(records_by_seed: Mapping[int, Sequence[ClaimRecord]]) -> tuple[str, bool]:
+    """How the book's claims fare across seeds: a Markdown table and whether any claim failed.
+
+    The table lists every claim that failed at some seed (with those seeds), then every
+    observation with the seeds at which it agreed; the last line counts claims that passed at
+    every seed they were checked at. A claim whose name depends on the run (one branch or
+    another of a check) is counted once per name.
+
+    Parameters
+    ----------
+    records_by_seed : mapping of seed to the records of one run at that seed
+
+    Returns
+    -------
+    (str, bool)
+        The report, and ``True`` if some claim (not an observation) failed at some seed.
+    """
+    if not records_by_seed:
+        raise ValueError("records_by_seed must hold at least one seed's records")
+    checked: dict[tuple[str, str, bool], list[int]] = {}
+    held: dict[tuple[str, str, bool], list[int]] = {}
+    for seed, records in records_by_seed.items():
+        for r in records:
+            key = (r.chapter, r.name, r.enforced)
+            checked.setdefault(key, []).append(seed)
+            if r.passed:
+                held.setdefault(key, []).append(seed)
+
+    def seeds_text(values: Sequence[int]) -> str:
+        return ", ".join(str(s) for s in values) if values else "none"
+
+    failing = [k for k in checked if k[2] and len(held.get(k, [])) < len(checked[k])]
+    observations = [k for k in checked if not k[2]]
+    lines = [
+        "| chapter | claim | kind | checked at seeds | held at seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for key in failing + observations:
+        chapter, name, enforced = key
+        cells = [
+            chapter,
+            name,
+            "claim" if enforced else "observation",
+            seeds_text(checked[key]),
+            seeds_text(held.get(key, [])),
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    n_claims = sum(1 for k in checked if k[2])
+    lines.append("")
+    lines.append(
+        f"{len(records_by_seed)} seeds ({seeds_text(list(records_by_seed))}): "
+        f"{n_claims - len(failing)} of {n_claims} claims held at every seed they were checked at; "
+        f"{len(failing)} failed at some seed; {len(observations)} observations"
+    )
+    return "\n".join(lines), bool(failing)

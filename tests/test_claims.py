@@ -201,3 +201,36 @@ def test_a_slope_needs_two_different_x():
 def test_a_one_sided_halfwidth_below_half_confidence_is_refused():
     with pytest.raises(ValueError, match="one-sided"):
         t_halfwidth([1.0, 2.0, 3.0], 0.2)
+
+
+def test_parse_seeds_accepts_ranges_and_lists_and_names_the_option():
+    from kdlib.claims import parse_seeds
+
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("5, 1,1-2") == [5, 1, 2]
+    for bad in ("", "a", "3-1", "-1", "1-", "0-2-4"):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_seed_study_lists_failing_claims_and_every_observation():
+    from kdlib.claims import seed_study
+
+    def claims_at(seed):
+        claims = Claims("demo", ledger=False, raise_on_fail=False)
+        claims.at_most("always", measured=0.0, bound=1.0)
+        claims.at_most("odd seeds fail", measured=float(seed % 2), bound=0.5)
+        with claims.observing():
+            claims.at_least("paper", measured=float(seed), bound=1.0)
+        return claims.records
+
+    table, failed = seed_study({s: claims_at(s) for s in (0, 1, 2)})
+    assert failed
+    assert "| demo | odd seeds fail | claim | 0, 1, 2 | 0, 2 |" in table
+    assert "| demo | paper | observation | 0, 1, 2 | 1, 2 |" in table
+    assert "always" not in table.split("\n\n")[0]  # held everywhere: only counted
+    assert "1 of 2 claims held at every seed" in table
+    table, failed = seed_study({0: claims_at(0)})
+    assert not failed and "2 of 2 claims held at every seed" in table
+    with pytest.raises(ValueError, match="records_by_seed"):
+        seed_study({})

@@ -249,3 +249,35 @@ def test_device_script_explains_its_usage_and_keeps_to_its_budget(tmp_path):
         "chapter\tseconds\tstatus",
         "soft-labels:gradient\t0\tnot started: no time left",
     ]
+
+
+def test_seed_study_reports_the_claims_that_fail_at_some_seed(monkeypatch, tmp_path, capsys):
+    """``claims --seeds``: one run per seed, in its own folder; a claim that holds only at even
+    seeds is listed with the seeds at which it held, and the exit status is 1."""
+    seeds_seen = []
+
+    def run(config):
+        seeds_seen.append(config.seed)
+        return _Result(float(config.seed % 2))
+
+    def check(result, claims):
+        claims.close("even seed", predicted=0.0, measured=result.value, atol=1e-9)
+        with claims.observing():
+            claims.at_most("small", measured=result.value, bound=0.5)
+
+    module = types.SimpleNamespace(
+        CHAPTER="fake", TITLE="Fake", EXPERIMENTS=[Experiment("only", run, check, None)]
+    )
+    monkeypatch.setattr(cli, "chapters", lambda: {"fake": module})
+    monkeypatch.setattr(cli, "get_chapter", lambda c: {"fake": module}[c])
+    argv = ["claims", "--seeds", "0-2", "--out", str(tmp_path), "--device", "cpu"]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    assert seeds_seen == [0, 1, 2]
+    assert "| fake | even seed | claim | 0, 1, 2 | 0, 2 |" in out
+    assert "| fake | small | observation | 0, 1, 2 | 0, 2 |" in out
+    assert "0 of 1 claims held at every seed" in out
+    assert all((tmp_path / f"seed-{s}" / "quick" / "fake" / "claims.md").exists() for s in range(3))
+    with pytest.raises(SystemExit):
+        cli.main(["claims", "--seeds", "two", "--out", str(tmp_path)])
+    assert "--seeds must be" in capsys.readouterr().err
