@@ -1119,7 +1119,7 @@ def run_monotonicity(config: RunConfig, hard_steps: int | None = None) -> Monoto
     on the teacher's hard labels for ``hard_steps`` steps (hard; default 600 quick, 5000 full)."""
     d = config.pick(100, 500)
     sizes = np.array(config.pick([2, 4, 8, 16, 32, 64], [2, 4, 8, 16, 32, 64, 128, 256]))
-    seeds = config.pick(48, 500)
+    seeds = config.pick(192, 500)
     hard_steps = config.pick(600, 5000) if hard_steps is None else int(hard_steps)
     distribution = AngularDistribution("polynomial", kappa=1.0)
     gen = make_generator(config.seed + 4)
