@@ -452,6 +452,41 @@ def t_halfwidth(samples, confidence: float = 0.95, axis: int = -1, sided: str = 
     return float(half) if np.ndim(half) == 0 else half
 
 
+def paired_difference(correct_a, correct_b, z: float = 3.0) -> tuple[float, float]:
+    """Accuracy of ``a`` minus accuracy of ``b`` on the same test points, and ``z`` paired
+    standard errors of that difference.
+
+    The paired standard error counts only the points on which the two models disagree (one right,
+    the other wrong): ``sqrt(discordant) / N`` for ``N`` points in all, at least the resolution
+    ``1 / N``. Two models that differ on a few points of a flat curve are therefore not told apart,
+    while the same gap between models that agree elsewhere is.
+
+    Parameters
+    ----------
+    correct_a, correct_b : array_like of bool, the same shape
+        Which points each model classifies correctly (any shape: seeds x points, ...).
+    z : float
+        Number of standard errors (3: about 99.7% two-sided).
+
+    Returns
+    -------
+    (float, float)
+        The mean difference and ``z`` standard errors.
+    """
+    a, b = np.asarray(correct_a), np.asarray(correct_b)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(
+            f"correct_a and correct_b need the same non-empty shape; got {a.shape}, {b.shape}"
+        )
+    if not (np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all()):
+        raise ValueError("correct_a and correct_b must hold booleans (or 0/1 values)")
+    if not z > 0:
+        raise ValueError(f"z must be positive; got {z!r}")
+    diff = a.astype(float) - b.astype(float)
+    discordant = int(np.count_nonzero(diff))
+    return float(diff.mean()), z * max(math.sqrt(discordant), 1.0 / z) / diff.size
+
+
 def fit_slope(x, y, log: bool = True) -> float:
     """Least-squares slope of ``y`` (seed axis last, averaged) on ``x``; log-log if ``log``."""
     xs = _as_array(x, "x")

@@ -234,3 +234,24 @@ def test_seed_study_lists_failing_claims_and_every_observation():
     assert not failed and "2 of 2 claims held at every seed" in table
     with pytest.raises(ValueError, match="records_by_seed"):
         seed_study({})
+
+
+def test_paired_difference_counts_only_discordant_points():
+    from kdlib.claims import paired_difference
+
+    a = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=bool)
+    b = np.array([[1, 1, 0, 1], [1, 0, 0, 0]], dtype=bool)  # 3 discordant of 8
+    gap, half = paired_difference(a, b)
+    assert gap == pytest.approx(1 / 8) and half == pytest.approx(3 * np.sqrt(3) / 8)
+    assert paired_difference(a, a) == (0.0, 1 / 8)  # identical: the resolution 1 / N
+    # an independent reference: the normal-approximation McNemar interval of the paired mean
+    rng = np.random.default_rng(0)
+    x, y = rng.random(2000) < 0.7, rng.random(2000) < 0.6
+    d = x.astype(float) - y.astype(float)
+    _, half = paired_difference(x, y, z=2.0)
+    assert half == pytest.approx(2 * np.sqrt((d**2).sum()) / d.size)
+    for bad in [(a, a[:1]), (a[:0], a[:0]), (a * 2.0, a)]:
+        with pytest.raises(ValueError, match="correct_a"):
+            paired_difference(*bad)
+    with pytest.raises(ValueError, match="z must be positive"):
+        paired_difference(a, b, z=0)

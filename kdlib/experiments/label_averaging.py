@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..claims import Claims
+from ..claims import Claims, paired_difference
 from ..config import RunConfig, make_generator
 from ..data import label_noise as noise
 from ..data import load_digits_split
@@ -1363,16 +1363,12 @@ def run_digits(config: RunConfig, noise_type: str = "symmetric") -> DigitsResult
 
 
 def _paired_shortfall(result: DigitsResult, eta_index: int, best: int, other: int):
-    """Mean test accuracy of SD round ``best`` minus round ``other`` (over seeds), and three
-    paired standard errors of that difference: ``3 sqrt(discordant) / N``, where ``discordant``
-    counts the (seed, test point) pairs that one round classifies correctly and the other not,
-    and ``N`` all of them (at least one point's resolution, ``1 / N``)."""
+    """Mean test accuracy of SD round ``best`` minus round ``other`` (over seeds and test
+    digits), and three paired standard errors of it (:func:`kdlib.claims.paired_difference`)."""
     if result.sd_test_correct is None:
         raise ValueError("the result has no per-point correctness (sd_test_correct)")
     correct = result.sd_test_correct[eta_index]  # (seeds, T+1, n_test)
-    diff = correct[:, best].astype(float) - correct[:, other].astype(float)
-    discordant = int(np.count_nonzero(diff))
-    return float(diff.mean()), max(3.0 * math.sqrt(discordant), 1.0) / diff.size
+    return paired_difference(correct[:, best], correct[:, other])
 
 
 def check_digits(result: DigitsResult, claims: Claims) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..claims import Claims, fit_slope, t_halfwidth
+from ..claims import Claims, fit_slope, paired_difference, t_halfwidth
 from ..config import RunConfig, make_generator
 from ..data import load_digits_split
 from ..data.privileged_information import make_teacher_student_data, student_view
@@ -981,11 +981,9 @@ def run_generalization(config: RunConfig) -> GeneralizationResult:
 
 def _paired_error_gap(correct: np.ndarray) -> tuple[float, float]:
     """Test error with PI (the last rho) minus with labels only (the first), over seeds and test
-    points, and three paired standard errors of it, ``3 sqrt(discordant) / N`` (at least
-    ``1 / N``), from ``correct`` of shape ``(P, S, n_test)``."""
-    diff = correct[0].astype(float) - correct[-1].astype(float)  # error(PI) - error(labels)
-    discordant = int(np.count_nonzero(diff))
-    return float(diff.mean()), max(3.0 * math.sqrt(discordant), 1.0) / diff.size
+    points, and three paired standard errors of it (:func:`kdlib.claims.paired_difference`), from
+    ``correct`` of shape ``(P, S, n_test)``."""
+    return paired_difference(correct[0], correct[-1])  # error(PI) - error(labels)
 
 
 def check_generalization(result: GeneralizationResult, claims: Claims) -> None:
