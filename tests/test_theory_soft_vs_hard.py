@@ -9,7 +9,7 @@ from scipy.optimize import LinearConstraint, minimize
 
 from kdlib.claims import fit_slope
 from kdlib.models import TwoLayerReLU
-from kdlib.ntk import empirical_ntk, relu_ntk
+from kdlib.ntk import empirical_ntk, ntk_features, relu_ntk
 from kdlib.theory import soft_vs_hard as th
 from kdlib.theory.soft_vs_hard import _project_simplex
 
@@ -252,3 +252,91 @@ def test_pointwise_margin_is_at_most_the_rkhs_margin():
     pointwise = th.sup_norm_margin(x, y, n_directions=4000, rtol=1e-2, max_iter=4000)
     assert pointwise.lower <= pointwise.upper
     assert pointwise.upper <= rkhs * 1.03  # Jensen, up to the sampling error of the average
+
+
+# -- the kernel-limit teacher --------------------------------------------------------------------
+
+
+def _unit_points(n: int, d: int, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    x = th.normalize_rows(torch.randn(n, d, generator=gen, dtype=torch.float64))
+    y = (torch.randn(n, generator=gen) > 0).double()
+    return x, y
+
+
+def test_kernel_teacher_first_step_by_hand():
+    x, y = _unit_points(12, 4, seed=0)
+    gram = relu_ntk(x)
+    out = th.kernel_teacher(gram, y, steps=1, lr=3.0)
+    # from f_0 = 0: alpha_1 = -(lr / n) (sigmoid(0) - y) = (lr / n) (y - 1/2)
+    alpha = 3.0 / 12 * (y - 0.5)
+    torch.testing.assert_close(out.coef[0], alpha)
+    torch.testing.assert_close(out.logits[0], gram @ alpha)
+    torch.testing.assert_close(out.rkhs_norm[0], torch.sqrt(alpha @ gram @ alpha))
+    zero = th.kernel_teacher(gram, y, steps=0, lr=3.0)
+    assert torch.all(zero.logits == 0) and math.isclose(float(zero.loss), math.log(2))
+
+
+def test_kernel_teacher_is_gradient_descent_on_the_linearised_network():
+    """With the empirical NTK of a finite network, the kernel recursion must equal autograd
+    gradient descent on that network's linearisation W(0) + Delta (an independent reference)."""
+    x, y = _unit_points(16, 5, seed=1)
+    net = TwoLayerReLU(1, 5, 64, symmetric_init=True, seed=2, dtype=torch.float64)
+    features = ntk_features(net, x)[0]  # (n, P): f_lin(x) = features @ delta
+    delta = torch.zeros(features.shape[1], dtype=torch.float64, requires_grad=True)
+    for _ in range(40):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(features @ delta, y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta -= 2.0 * grad
+    out = th.kernel_teacher(empirical_ntk(net, x), y, steps=40, lr=2.0)
+    torch.testing.assert_close(out.logits[0], (features @ delta).detach())
+    torch.testing.assert_close(out.rkhs_norm[0], delta.detach().norm())
+    final = torch.nn.functional.binary_cross_entropy_with_logits(features @ delta.detach(), y)
+    torch.testing.assert_close(out.loss[0], final)
+
+
+def test_wide_networks_approach_the_kernel_teacher():
+    x, y = _unit_points(20, 6, seed=3)
+    x_test, _ = _unit_points(10, 6, seed=4)
+    out = th.kernel_teacher(relu_ntk(x), y, steps=60, lr=2.0, cross_gram=relu_ntk(x_test, x))
+    errors, distances = [], []
+    for width in (256, 16384):
+        net = TwoLayerReLU(4, 6, width, symmetric_init=True, seed=width, dtype=torch.float64)
+        start = net.hidden.detach().clone()
+        for _ in range(60):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                net(x)[..., 0], y.expand(4, -1), reduction="none"
+            )
+            (grad,) = torch.autograd.grad(loss.mean(-1).sum(), net.hidden)
+            with torch.no_grad():
+                net.hidden -= 2.0 * grad
+        with torch.no_grad():
+            errors.append(float((net(x_test)[..., 0] - out.test_logits).abs().mean()))
+            distances.append((net.hidden - start).flatten(1).norm(dim=1))
+    assert errors[1] < errors[0] / 3  # 64 times the width: m^{-1/2} predicts a factor of 8
+    assert errors[1] < 0.02
+    torch.testing.assert_close(distances[1], out.rkhs_norm.expand(4), rtol=0.02, atol=0)
+
+
+def test_kernel_teacher_is_batched_and_validates_its_inputs():
+    x, y = _unit_points(8, 3, seed=5)
+    gram = relu_ntk(x)
+    one = th.kernel_teacher(gram, y, steps=5, lr=1.0)
+    both = th.kernel_teacher(torch.stack([gram, gram]), torch.stack([y, 1 - y]), 5, 1.0)
+    torch.testing.assert_close(both.logits[0], one.logits[0])
+    torch.testing.assert_close(both.logits[1], -one.logits[0])  # flipped labels, mirrored
+    with pytest.raises(ValueError, match="steps"):
+        th.kernel_teacher(gram, y, steps=-1, lr=1.0)
+    with pytest.raises(ValueError, match="lr"):
+        th.kernel_teacher(gram, y, steps=1, lr=0.0)
+    with pytest.raises(ValueError, match="square"):
+        th.kernel_teacher(gram[:, :4], y, steps=1, lr=1.0)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        th.kernel_teacher(gram, y[:4], steps=1, lr=1.0)
+    with pytest.raises(ValueError, match="hard labels"):
+        th.kernel_teacher(gram, y * 0.5, steps=1, lr=1.0)
+    with pytest.raises(ValueError, match="cross_gram"):
+        th.kernel_teacher(gram, y, steps=1, lr=1.0, cross_gram=gram[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        th.kernel_teacher(gram * float("nan"), y, steps=1, lr=1.0)

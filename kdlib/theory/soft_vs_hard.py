@@ -60,6 +60,8 @@ __all__ = [
     "soft_label_width",
     "hard_label_width",
     "width_ratio",
+    "KernelTeacher",
+    "kernel_teacher",
     "SOFT_WIDTH_EXPONENT",
     "HARD_WIDTH_EXPONENT",
 ]
@@ -388,7 +390,115 @@ def width_ratio(gamma, eps):
     return eps * np.log(1.0 / eps) / gamma**2
 
 
+@dataclass
+class KernelTeacher:
+    """The infinite-width teacher after ``steps`` of gradient descent on the logistic loss.
+
+    Attributes
+    ----------
+    coef : Tensor, shape ``(B, n)``
+        ``alpha``: the teacher is ``x -> sum_j alpha_j K(x, x_j)``.
+    logits : Tensor, shape ``(B, n)``
+        Its logits on the training points, ``K alpha``.
+    test_logits : Tensor, shape ``(B, n_test)`` or None
+        Its logits on the points of ``cross_gram``, when given.
+    rkhs_norm : Tensor, shape ``(B,)``
+        ``sqrt(alpha^T K alpha)``, the norm of the teacher in the kernel's RKHS: the distance
+        ``||W - W(0)||_F`` its first layer has travelled, in the infinite-width limit.
+    loss : Tensor, shape ``(B,)``
+        Its final mean logistic loss on the training points.
+    """
+
+    coef: torch.Tensor
+    logits: torch.Tensor
+    test_logits: torch.Tensor | None
+    rkhs_norm: torch.Tensor
+    loss: torch.Tensor
+
+
+def kernel_teacher(gram, labels, steps: int, lr: float, cross_gram=None) -> KernelTeacher:
+    """The kernel (infinite-width) limit of the two-layer ReLU teacher trained on hard labels.
+
+    The theorems' soft labels are the output probabilities of this teacher. Full-batch gradient
+    descent on the mean logistic loss of :class:`~kdlib.models.TwoLayerReLU` (first layer
+    trained, symmetric initialisation, so ``f_0 = 0``) moves the outputs, as the width tends to
+    infinity, by the kernel gradient step
+
+        f_{t+1}(x) = f_t(x) - (lr / n) sum_j K(x, x_j) (sigmoid(f_t(x_j)) - y_j),
+
+    with ``K`` the limiting NTK (:func:`kdlib.ntk.relu_ntk`): so ``f_t = sum_j alpha_j K(., x_j)``
+    with ``alpha_{t+1} = alpha_t - (lr / n) (sigmoid(K alpha_t) - y)``, starting from 0.
+
+    Parameters
+    ----------
+    gram : Tensor, shape ``(n, n)`` or ``(B, n, n)``
+        The limiting NTK on the training points (symmetric).
+    labels : Tensor, shape ``(n,)`` or ``(B, n)``
+        Hard labels in {0, 1}.
+    steps : int
+        Gradient-descent steps (>= 0).
+    lr : float
+        The network's step size (> 0).
+    cross_gram : Tensor, shape ``(n_test, n)`` or ``(B, n_test, n)``, optional
+        ``K(x_test, x_train)``, for the teacher's logits on test points.
+
+    Returns
+    -------
+    KernelTeacher
+        Batched (leading ``B``) even for a single problem.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int; got {steps!r}")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+    gram = _as_batch(gram, "gram", 3)
+    n = gram.shape[-1]
+    if gram.shape[-2] != n:
+        raise ValueError(f"gram must be square, (n, n) or (B, n, n); got {tuple(gram.shape)}")
+    y = _as_batch(labels, "labels", 2).to(gram)
+    if y.shape != gram.shape[:2]:
+        raise ValueError(f"labels must have shape {tuple(gram.shape[:2])}; got {tuple(y.shape)}")
+    if not torch.all((y == 0) | (y == 1)):
+        raise ValueError("labels must be hard labels in {0, 1}")
+    cross = None
+    if cross_gram is not None:
+        cross = _as_batch(cross_gram, "cross_gram", 3).to(gram)
+        if cross.shape[0] != gram.shape[0] or cross.shape[-1] != n:
+            raise ValueError(
+                f"cross_gram must have shape (B, n_test, {n}) with B={gram.shape[0]}; "
+                f"got {tuple(cross.shape)}"
+            )
+    alpha = torch.zeros_like(y)
+    logits = torch.zeros_like(y)
+    for _ in range(steps):
+        alpha = alpha - (lr / n) * (torch.sigmoid(logits) - y)
+        logits = torch.einsum("bij,bj->bi", gram, alpha)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(
+        -1
+    )
+    test = torch.einsum("bij,bj->bi", cross, alpha) if cross is not None else None
+    norm = (alpha * logits).sum(-1).clamp(min=0.0).sqrt()
+    return KernelTeacher(alpha, logits, test, norm, loss)
+
+
 # -- private helpers -------------------------------------------------------------------------------
+
+
+def _as_batch(value, name: str, dims: int) -> torch.Tensor:
+    """``value`` as a floating-point tensor with a leading batch axis (``dims`` axes in all)."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(np.asarray(value, dtype=float))
+    if not value.is_floating_point():
+        value = value.double()
+    if value.dim() == dims - 1:
+        value = value[None]
+    if value.dim() != dims:
+        raise ValueError(
+            f"{name} must have {dims - 1} or {dims} axes; got shape {tuple(value.shape)}"
+        )
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return value
 
 
 def _check_rtol(rtol) -> None:
