@@ -40,6 +40,7 @@ def test_chapter_is_registered():
         "accuracy",
         "neurons",
         "steps",
+        "temperature",
         "deep",
     ]
 
@@ -78,6 +79,62 @@ def test_students_result_shapes_and_ranges(students):
     assert np.all((students.teacher_confidence > 0.5) & (students.teacher_confidence < 1))
     assert students.agreement.shape == (tasks, widths, seeds)
     assert np.all((students.agreement >= 0) & (students.agreement <= 1))
+
+
+@pytest.fixture(scope="module")
+def softer(config):
+    return chapter.run_temperature(config)
+
+
+def test_temperature_claim_passes_and_observations_are_recorded(softer, config):
+    claims = _claims(config)
+    chapter.check_temperature(softer, claims)
+    enforced = [r for r in claims.records if r.enforced]
+    assert len(enforced) == 1 and enforced[0].passed
+    assert sum(r.name.startswith("observation:") for r in claims.records) == 3
+    kinds = 2 * len(chapter.TEMPERATURES) + 1
+    assert softer.accuracy.shape == (kinds, len(softer.pairs), len(softer.widths), 32)
+    assert np.all(softer.teacher_accuracy > 0.9)
+    # the teacher's confidence falls with the temperature, towards 1/2
+    assert np.all(np.diff(softer.confidence, axis=1) < 0) and np.all(softer.confidence > 0.5)
+
+
+def test_a_student_beyond_the_distance_bound_fails(softer, config):
+    far = softer.max_logit.copy()
+    far[0, 0, 0, 0] = 1.01 * softer.distance[0, 0, 0, 0] + 1e-3
+    with pytest.raises(ClaimFailed):
+        chapter.check_temperature(dataclasses.replace(softer, max_logit=far), _claims(config))
+
+
+def test_temperature_gains_and_summary_agree(softer):
+    soft, hard = softer.kind("soft", 4.0), softer.kind("hard")
+    smooth = softer.kind("smoothing", 4.0)
+    gain = (softer.accuracy[soft] - softer.accuracy[hard]).mean(axis=1)
+    np.testing.assert_allclose(softer.gain("soft", 4.0), gain)
+    np.testing.assert_allclose(
+        softer.gain("soft", 4.0, over="smoothing"),
+        (softer.accuracy[soft] - softer.accuracy[smooth]).mean(axis=1),
+    )
+    row = chapter.temperature_summary(softer)["rows"][2]
+    assert row["T"] == 4.0 and np.isclose(row["soft"], 100 * gain.mean())
+    assert "T=4" in chapter.describe_temperature(softer)
+    with pytest.raises(ValueError, match="label must be"):
+        softer.kind("warm", 4.0)
+    with pytest.raises(ValueError, match="temperature must be one of"):
+        softer.kind("soft", 3.0)
+
+
+def test_smoothed_labels_put_the_confidence_on_each_label():
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    out = chapter.smoothed_labels(labels, torch.tensor([0.8, 0.6]))
+    torch.testing.assert_close(out, torch.tensor([[0.8, 0.2, 0.8], [0.4, 0.4, 0.6]]))
+
+
+def test_paired_students_of_several_kinds_share_their_initial_weights():
+    net = chapter.paired_students(2, 3, 4, 6, seed=0, device="cpu", kinds=5)
+    hidden = net.hidden.detach().view(2, 5, 3, 6, 4)
+    for k in range(1, 5):
+        torch.testing.assert_close(hidden[:, k], hidden[:, 0], rtol=0, atol=0)
 
 
 def test_paired_students_share_their_initial_weights():
