@@ -385,7 +385,68 @@ def html_text(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
-# -- 3. the student edition -----------------------------------------------------------------
+# -- 3. the code shown in the text ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextCode:
+    """A ``python`` code block written in a chapter's text (a markdown cell), not a code cell:
+    a solution's code, or an example in the prose. nbmake never runs these, so the tests do."""
+
+    chapter: str  # the notebook's stem, e.g. "04_soft_vs_hard_neurons"
+    index: int  # 1-based position among the chapter's text code blocks
+    label: str  # the exercise whose solution holds it; "" for the prose
+    source: str
+
+    @property
+    def name(self) -> str:
+        """A readable test id: the exercise label, else the chapter and the block's position."""
+        return self.label or f"{self.chapter}-text-{self.index}"
+
+
+_PYTHON_FENCE = re.compile(r"^\s*(?P<fence>`{3,}|~{3,})\s*(python|py|ipython3?)\s*$")
+
+
+def text_code(nb: nbformat.NotebookNode, chapter: str = "") -> list[TextCode]:
+    """Every ``python`` (``py``, ``ipython``) fenced block of the markdown cells of ``nb``, with
+    the label of the solution it belongs to (``solution`` directives and ``solution-start`` /
+    ``solution-end`` regions, as in :func:`strip_solutions`)."""
+    blocks: list[TextCode] = []
+    label, solution_fence = "", None
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        code: list[str] | None = None
+        code_fence = ""
+        for line in cell.source.split("\n"):
+            if code is not None:  # inside a python block
+                if _closes(line, code_fence):
+                    blocks.append(TextCode(chapter, len(blocks) + 1, label, "\n".join(code)))
+                    code = None
+                else:
+                    code.append(line)
+                continue
+            fence = _PYTHON_FENCE.match(line)
+            if fence:
+                code, code_fence = [], fence.group("fence")
+                continue
+            directive = _DIRECTIVE.match(line)
+            name = directive.group("name") if directive else None
+            if name in ("solution", "solution-start"):
+                label = line[directive.end() :].strip()
+                solution_fence = directive.group("fence") if name == "solution" else None
+            elif name == "solution-end" or (
+                solution_fence is not None and _closes(line, solution_fence)
+            ):
+                label, solution_fence = "", None
+        if code is not None:
+            raise ValueError(
+                f"{chapter or 'notebook'}: unterminated python block in a markdown cell"
+            )
+    return blocks
+
+
+# -- 4. the student edition -----------------------------------------------------------------
 
 
 def _yaml():
@@ -638,7 +699,7 @@ def instructor_fingerprints(root: Path = ROOT) -> dict[str, Fingerprints]:
     return prints
 
 
-# -- 4. autograded assignments (otter-grader) -----------------------------------------------
+# -- 5. autograded assignments (otter-grader) -----------------------------------------------
 
 
 def _require_otter():
@@ -845,7 +906,7 @@ def write_csv(scores: Sequence[Score], path: Path) -> None:
             )
 
 
-# -- 5. command line ------------------------------------------------------------------------
+# -- 6. command line ------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
