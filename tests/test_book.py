@@ -1,7 +1,9 @@
 """The book builds strictly (warnings are errors) and serves its maths locally.
 
-Executes every chapter at quick scale as part of the build; the chapters' claims raise on failure,
-so a theorem that no longer holds fails this test as well as its nbmake test.
+The build renders the chapters as this session's nbmake tests executed them (at quick scale) and
+executes the rest itself: every chapter without --nbmake, and a chapter that failed under nbmake,
+whose claims raise again, so a theorem that no longer holds fails this test as well as its nbmake
+test (``conftest.py``).
 """
 
 import re
