@@ -7,7 +7,8 @@ Without it the browser tests are skipped with a reason, except under CI (``CI`` 
 missing browser fails them. Screenshots of a few pages go to ``_build/screenshots/``.
 
 The book is built once per test session, shared with tests/test_book.py (every chapter executed
-once, at quick scale); set ``KDLIB_BOOK_HTML`` to an existing ``_build/html`` to check that build instead.
+once, at quick scale); set ``KDLIB_BOOK_HTML`` to an existing ``_build/html`` to check that build
+instead.
 """
 
 from __future__ import annotations

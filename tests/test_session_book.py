@@ -1,5 +1,5 @@
 """The test session executes each chapter once: the book build renders the notebooks nbmake
-executed (``conftest.py``). These tests check that machinery without building anything."""
+executed (``book_session.py``). These tests check that machinery without building anything."""
 
 import json
 import time
@@ -7,33 +7,33 @@ from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 
 import yaml
-from conftest import (
+from book_session import (
     BOOK_MODULES,
     LEDGER_CHAPTER,
     ROOT,
-    _stage_book,
-    _wait_for_chapters,
-    pytest_collection_modifyitems,
+    sort_collection,
+    stage_book,
+    wait_for_chapters,
 )
 
 
 def test_waiting_returns_executed_chapters_and_leaves_failed_ones_to_the_build(tmp_path):
     (tmp_path / "02_soft_labels.ipynb").write_text("{}")
     (tmp_path / "03_phuong_lampert.failed").touch()
-    executed = _wait_for_chapters(tmp_path, ["02_soft_labels", "03_phuong_lampert"], timeout_s=5)
+    executed = wait_for_chapters(tmp_path, ["02_soft_labels", "03_phuong_lampert"], timeout_s=5)
     assert executed == {"02_soft_labels": tmp_path / "02_soft_labels.ipynb"}
 
 
 def test_waiting_for_a_chapter_that_never_finishes_gives_up_at_the_timeout(tmp_path):
     start = time.monotonic()
-    assert _wait_for_chapters(tmp_path, ["05_multi_view"], timeout_s=0.5) == {}
+    assert wait_for_chapters(tmp_path, ["05_multi_view"], timeout_s=0.5) == {}
     assert time.monotonic() - start < 5
 
 
 def test_staged_book_renders_the_executed_chapters_without_executing_them(tmp_path):
     executed_nb = tmp_path / "executed.ipynb"
     executed_nb.write_text(json.dumps({"executed": True}))
-    source = _stage_book(tmp_path / "out", {"02_soft_labels": executed_nb})
+    source = stage_book(tmp_path / "out", {"02_soft_labels": executed_nb})
 
     assert (source / "book" / "02_soft_labels.ipynb").read_text() == executed_nb.read_text()
     for other in ("03_phuong_lampert.ipynb", f"{LEDGER_CHAPTER}.ipynb", "index.md"):
@@ -69,7 +69,7 @@ def test_chapters_run_first_the_ledger_last_of_them_then_the_book_then_large_fil
         _item("tests/test_large.py"),
         _item("book/05_multi_view.ipynb", nbmake=True),
     ]
-    pytest_collection_modifyitems(None, None, items)
+    sort_collection(items)
     assert [i.name for i in items] == [
         "book/02_soft_labels.ipynb",
         "book/05_multi_view.ipynb",
