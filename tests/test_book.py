@@ -3,7 +3,7 @@
 The build renders the chapters as this session's nbmake tests executed them (at quick scale) and
 executes the rest itself: every chapter without --nbmake, and a chapter that failed under nbmake,
 whose claims raise again, so a theorem that no longer holds fails this test as well as its nbmake
-test (``conftest.py``).
+test (``book_session.py``).
 """
 
 import re
