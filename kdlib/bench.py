@@ -21,7 +21,7 @@ Run with ``python -m kdlib bench``. The last line is ``speedup_vs_loop: <ratio>`
 at the small size). The FP32 FLOP rate of kdlib at the large size is reported from the matmul FLOPs
 (TF32 disabled on CUDA).
 
-``python -m kdlib bench --kernels`` times, instead, five of kdlib's hot spots against the plain
+``python -m kdlib bench --kernels`` times, instead, six of kdlib's hot spots against the plain
 version they replaced, at a size where the difference shows (each ratio is the plain version's
 time over kdlib's; the last line is ``kernels_min_speedup: <ratio>``):
 
@@ -37,7 +37,10 @@ time over kdlib's; the last line is ``kernels_min_speedup: <ratio>``):
   a column of weights vs ``LinearisedPatchNetwork.forward_features`` (class-major features, a row
   of weights);
 * **linear student step**: a step of 500 linear students on their own inputs (n=256, d=500):
-  ``torch.matmul(x, w)`` vs :func:`~kdlib.models.replica_matmul`.
+  ``torch.matmul(x, w)`` vs :func:`~kdlib.models.replica_matmul`;
+* **replica CNN step**: a step of chapter 4's 24 convolutional students of two channels on 8x8
+  images (three noise levels), default layout vs :class:`~kdlib.models.ReplicaCNN`'s
+  channels-last activations on CPU (on CUDA both use the default layout: a ratio of 1).
 
 The last two differ only in which side of a matrix-vector product the vector sits on: CPU BLAS
 streams ``(row) x (matrix)`` much faster than ``(matrix)^T x (column)``, the form autograd uses
@@ -202,6 +205,7 @@ KERNEL_SIZES = {
     "patch": {"replicas": 10, "n": 1500, "patches": 40, "dim": 256, "classes": 10, "width": 8},
     "linearised": {"replicas": 10, "n": 300, "dim": 256, "classes": 10, "width": 8},
     "linear": {"replicas": 500, "n": 256, "d": 500, "k": 1},
+    "cnn": {"replicas": 24, "groups": 3, "n": 100, "side": 8, "channels": 2, "classes": 10},
 }
 
 
@@ -321,6 +325,27 @@ def _bench_linear_student(device: torch.device) -> tuple[float, float]:
     )
 
 
+def _bench_replica_cnn(device: torch.device) -> tuple[float, float]:
+    """A loss-and-gradient step of chapter 4's convolutional students (noise levels x seeds x
+    kinds as replicas, two channels each) in the default layout vs :class:`ReplicaCNN`'s own
+    choice (channels-last on CPU)."""
+    from .models import ReplicaCNN
+
+    spec = KERNEL_SIZES["cnn"]
+    r, groups, n, side = spec["replicas"], spec["groups"], spec["n"], spec["side"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(groups, n, 1, side, side, generator=gen).to(device)
+    shape = dict(in_channels=1, channels=spec["channels"], image_size=(side, side))
+    args = dict(classes=spec["classes"], input_groups=groups, seed=0, device=device, **shape)
+    plain, ours = ReplicaCNN(r, channels_last=False, **args), ReplicaCNN(r, **args)
+
+    def step(model: ReplicaCNN) -> None:
+        model.zero_grad()
+        model(x).square().mean().backward()
+
+    return _best_of(lambda: step(plain), device, 3), _best_of(lambda: step(ours), device, 3)
+
+
 def kernels_main(device: str | None = None) -> int:
     """Print the hot-spot table; last line ``kernels_min_speedup: <ratio>``."""
     dev = get_device(device)
@@ -333,6 +358,7 @@ def kernels_main(device: str | None = None) -> int:
         ("patch network", _bench_patch_network),
         ("linearised step", _bench_linearised_step),
         ("linear student step", _bench_linear_student),
+        ("replica CNN step", _bench_replica_cnn),
     ):
         plain, ours = bench(dev)
         ratios.append(plain / ours)

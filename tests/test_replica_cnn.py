@@ -40,6 +40,22 @@ def test_input_groups_route_one_image_set_to_each_block_of_replicas():
     torch.testing.assert_close(model(x[0]), model(x[0].expand(3, *x[0].shape)))
 
 
+@pytest.mark.parametrize("channels_last", [True, False, None])
+def test_either_layout_gives_the_reference_outputs_and_gradients(channels_last):
+    model = _model(input_groups=2, channels_last=channels_last)
+    x = torch.randn(2, 5, 2, 8, 8, dtype=torch.float64)
+    out = model(x)
+    for r in range(6):
+        torch.testing.assert_close(out[r], _one_replica(model, r, x[r // 3]))
+    params = replica_parameters(model)
+    grads = torch.autograd.grad(out.square().sum(), params)
+    reference = torch.autograd.grad(
+        sum(_one_replica(model, r, x[r // 3]).square().sum() for r in range(6)), params
+    )
+    for g, ref in zip(grads, reference, strict=True):
+        torch.testing.assert_close(g, ref)
+
+
 def test_gradients_do_not_mix_across_replicas():
     model = _model()
     x = torch.randn(5, 2, 8, 8, dtype=torch.float64)
@@ -67,6 +83,8 @@ def test_bad_arguments_are_clear_errors():
         _model(image_size=8)
     with pytest.raises(TypeError, match="channels"):
         _model(channels=2.5)
+    with pytest.raises(TypeError, match="channels_last must be True, False or None"):
+        _model(channels_last="yes")
     model = _model()
     with pytest.raises(ValueError, match="must have shape"):
         model(torch.randn(5, 3, 8, 8, dtype=torch.float64))
