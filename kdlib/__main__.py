@@ -38,7 +38,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import ResultCache, cache_key, code_hash, shared_work_cache
+from .cache import ResultCache, cache_key, shared_work_cache
 from .claims import (
     ClaimRecord,
     Claims,
@@ -49,7 +49,7 @@ from .claims import (
     summarize,
 )
 from .config import RunConfig, resolve
-from .experiments import chapters, get_chapter
+from .experiments import chapter_code, chapters, get_chapter
 from .train import interrupt_between_updates, interrupts_propagate
 
 #: ``fetch-*`` commands: data set, module of ``kdlib.data`` (with ``fetch_<name>`` and
@@ -123,7 +123,7 @@ def run_chapters(
         folder = out / config.scale / module.CHAPTER
         cache = ResultCache(folder / "cache")
         if module.CHAPTER not in codes:
-            codes[module.CHAPTER] = code_hash(getattr(module, "__file__", None))
+            codes[module.CHAPTER] = chapter_code(module)
         key = cache_key(module.CHAPTER, experiment.name, config, codes[module.CHAPTER])
         start = time.perf_counter()
         try:

@@ -43,6 +43,7 @@ __all__ = [
     "cache_key",
     "ResultCache",
     "TrainingCheckpoint",
+    "active_shared_work",
     "shared_work",
     "shared_work_cache",
     "training_checkpoint",
@@ -297,6 +298,11 @@ def shared_work_cache(folder: str | os.PathLike, code: str) -> Iterator[ResultCa
         yield cache
     finally:
         _SHARED.reset(token)
+
+
+def active_shared_work() -> bool:
+    """Whether a :func:`shared_work_cache` is active (``reproduce`` is caching this run)."""
+    return _SHARED.get() is not None
 
 
 def shared_work(name: str, inputs: Any, compute: Callable[[], T]) -> T:

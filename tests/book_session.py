@@ -11,6 +11,7 @@ A module of its own rather than part of ``conftest.py``: tests import it by name
 ``tests/data/classroom`` has a ``conftest.py`` of its own that ``import conftest`` could find.
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -19,6 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: kdlib's results folder variable (``kdlib.experiments.RESULTS_ENV``; not imported here, so
+#: that the scheduler's hooks need no torch).
+RESULTS_ENV = "KDLIB_RESULTS"
 
 #: The chapter the build always executes itself: it reads the ledger every other chapter wrote.
 LEDGER_CHAPTER = "90_claims_ledger"
@@ -48,22 +53,46 @@ def chapter_ledger(config) -> Path:
     return executed_folder(config) / "claims.json"
 
 
-def keeping_notebook_run(base, folder: Path, ledger: Path):
-    """nbmake's ``NotebookRun``, extended to record the session's claims in ``ledger`` and to
-    leave in ``folder`` either the executed notebook (``<name>.ipynb``) or ``<name>.failed``."""
+def results_folder(config) -> Path:
+    """Where this session's chapter runs store their results (``$KDLIB_RESULTS``)."""
+    return session_folder(config) / "chapter-results"
+
+
+@contextlib.contextmanager
+def sharing_chapter_results(config):
+    """While active, the chapters' run functions store their quick-scale results in the
+    session's folder and read those another process stored there (nbmake's run of the chapter,
+    usually, which the scheduler starts first): a test module's fixture then checks the results
+    the notebook computed in this session instead of training them again. Only for fixtures that
+    run the chapter's unmodified code: the key covers the code on disk and the module's settings,
+    not functions a test replaces (:func:`kdlib.experiments.stored_run`)."""
+    previous = os.environ.get(RESULTS_ENV)
+    os.environ[RESULTS_ENV] = str(results_folder(config))
+    try:
+        yield
+    finally:
+        _restore_env(RESULTS_ENV, previous)
+
+
+def keeping_notebook_run(base, folder: Path, ledger: Path, results: Path):
+    """nbmake's ``NotebookRun``, extended to record the session's claims in ``ledger``, to store
+    the chapter's results in ``results`` (``$KDLIB_RESULTS``), and to leave in ``folder`` either
+    the executed notebook (``<name>.ipynb``) or ``<name>.failed``."""
     import nbformat
 
     class KeepingNotebookRun(base):
         def execute(self):
             name = Path(self.filename).stem
-            previous = os.environ.get("KDLIB_LEDGER")
+            previous = os.environ.get("KDLIB_LEDGER"), os.environ.get(RESULTS_ENV)
             os.environ["KDLIB_LEDGER"] = str(ledger)  # inherited by the notebook's kernel
+            os.environ[RESULTS_ENV] = str(results)
             result = None
             try:
                 result = super().execute()
                 return result
             finally:
-                _restore_env("KDLIB_LEDGER", previous)
+                _restore_env("KDLIB_LEDGER", previous[0])
+                _restore_env(RESULTS_ENV, previous[1])
                 folder.mkdir(parents=True, exist_ok=True)
                 if result is not None and result.error is None:
                     partial = folder / f"{name}.ipynb.part"

@@ -13,12 +13,16 @@ from book_session import (
     chapter_ledger,
     executed_folder,
     keeping_notebook_run,
+    results_folder,
     session_folder,
     sort_collection,
 )
 
 os.environ.setdefault("KDLIB_SCALE", "quick")
 os.environ.setdefault("KDLIB_DEVICE", "cpu")
+# Results are stored only in this session's folder, and only where a test asks for it
+# (book_session.sharing_chapter_results): never in a folder of the user's own.
+os.environ.pop("KDLIB_RESULTS", None)
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +48,7 @@ def pytest_sessionstart(session):
 
     folder = executed_folder(config)
     nbmake.pytest_items.NotebookRun = keeping_notebook_run(
-        nbmake.pytest_items.NotebookRun, folder, chapter_ledger(config)
+        nbmake.pytest_items.NotebookRun, folder, chapter_ledger(config), results_folder(config)
     )
 
 

@@ -1,5 +1,7 @@
 """The result cache: keyed by code and parameters, corruption detected, writes atomic."""
 
+import sys
+
 import pytest
 
 from kdlib.cache import ResultCache, cache_key, code_hash
@@ -157,3 +159,124 @@ def test_chapter_members_are_cached_on_disk_and_reused(tmp_path, monkeypatch):
     assert torch.equal(loaded.network.weight, trained.network.weight)
     assert torch.equal(loaded.test_logits, trained.test_logits)
     assert (loaded.init_correlations == trained.init_correlations).all()
+
+
+# -- notebooks reading reproduce's results ($KDLIB_RESULTS) ---------------------------------------
+
+STORED_CHAPTER = """
+import dataclasses, types
+from kdlib.experiments import Experiment, stored_run
+from kdlib.cache import shared_work
+
+CHAPTER = "stored"
+TITLE = "A chapter whose runs are counted"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    steps: int
+
+
+QUICK = Setting(3)
+COUNT = types.SimpleNamespace(runs=0, work=0)  # not a setting: its repr is not plain
+
+
+def _work(config):
+    COUNT.work += 1
+    return 10 * QUICK.steps
+
+
+@stored_run
+def run_steps(config, offset=0):
+    COUNT.runs += 1
+    return {"steps": shared_work("work", (config, QUICK), lambda: _work(config)) + offset}
+
+
+def check(result, claims):
+    claims.at_least("steps", result["steps"], 0.0)
+
+
+EXPERIMENTS = [Experiment("steps", run_steps, check)]
+"""
+
+
+@pytest.fixture
+def stored_chapter(tmp_path, monkeypatch):
+    """A chapter module importable as ``fake_stored`` (and listed by ``kdlib.experiments``)."""
+    import importlib
+
+    (tmp_path / "fake_stored.py").write_text(STORED_CHAPTER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("KDLIB_EXTRA_CHAPTERS", "fake_stored")
+    monkeypatch.delenv("KDLIB_RESULTS", raising=False)
+    module = importlib.import_module("fake_stored")
+    yield module
+    sys.modules.pop("fake_stored", None)
+
+
+def test_stored_run_computes_and_writes_nothing_without_the_variable(stored_chapter, tmp_path):
+    config = resolve("quick", "cpu")
+    before = sorted(tmp_path.rglob("*"))
+    assert stored_chapter.run_steps(config) == stored_chapter.run_steps(config) == {"steps": 30}
+    assert stored_chapter.COUNT.runs == 2 and sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_notebook_run_is_stored_then_read_back(stored_chapter, tmp_path, monkeypatch, capsys):
+    """With $KDLIB_RESULTS the first call computes and stores (its shared work too); the next
+    call reads the file, says so, and computes nothing; extra arguments compute their result
+    (not stored) from the stored shared work."""
+    monkeypatch.setenv("KDLIB_RESULTS", str(tmp_path / "results"))
+    config = resolve("quick", "cpu")
+    first = stored_chapter.run_steps(config)
+    cache = tmp_path / "results" / "quick" / "stored" / "cache"
+    assert [p.name.split("-")[0] for p in sorted(cache.glob("*.pkl"))] == ["shared", "steps"]
+    assert stored_chapter.run_steps(config) == first == {"steps": 30}
+    assert stored_chapter.COUNT.runs == 1 and stored_chapter.COUNT.work == 1
+    assert "stored/steps: read" in capsys.readouterr().err
+    assert stored_chapter.run_steps(config, offset=1) == {"steps": 31}  # not the stored result
+    assert stored_chapter.COUNT.runs == 2 and stored_chapter.COUNT.work == 1
+    assert len(list(cache.glob("*.pkl"))) == 2
+    assert stored_chapter.run_steps(resolve("quick", "cpu", 1)) == first  # another seed: a run
+    assert stored_chapter.COUNT.runs == 3
+
+
+def test_a_setting_changed_in_the_session_is_not_served_the_old_result(
+    stored_chapter, tmp_path, monkeypatch
+):
+    import dataclasses
+
+    monkeypatch.setenv("KDLIB_RESULTS", str(tmp_path / "results"))
+    config = resolve("quick", "cpu")
+    assert stored_chapter.run_steps(config) == {"steps": 30}
+    stored_chapter.QUICK = dataclasses.replace(stored_chapter.QUICK, steps=5)
+    assert stored_chapter.run_steps(config) == {"steps": 50}
+    assert stored_chapter.COUNT.runs == 2
+
+
+def test_a_notebook_reads_what_reproduce_stored_and_reproduce_writes_once(
+    stored_chapter, tmp_path, monkeypatch, capsys
+):
+    """``reproduce --out F`` and a notebook with KDLIB_RESULTS=F share files and keys; inside
+    ``reproduce`` the decorated run does not store a second copy."""
+    from kdlib.__main__ import run_chapters
+
+    config = resolve("quick", "cpu")
+    monkeypatch.setenv("KDLIB_RESULTS", str(tmp_path / "results"))  # also set during reproduce
+    run_chapters("stored", config, tmp_path / "results", figures=False)
+    cache = tmp_path / "results" / "quick" / "stored" / "cache"
+    assert len(list(cache.glob("steps-*.pkl"))) == 1 and stored_chapter.COUNT.runs == 1
+    assert stored_chapter.run_steps(config) == {"steps": 30}
+    assert stored_chapter.COUNT.runs == 1 and "stored/steps: read" in capsys.readouterr().err
+
+
+def test_chapter_code_covers_plain_settings_only(stored_chapter):
+    from kdlib.experiments import _is_plain, chapter_code
+
+    assert _is_plain(stored_chapter.QUICK) and _is_plain({"a": (1, 2.0, None, "x")})
+    assert not _is_plain(stored_chapter.COUNT) and not _is_plain({1, 2})
+    assert not _is_plain(stored_chapter.EXPERIMENTS)  # functions: their reprs hold addresses
+    before = chapter_code(stored_chapter)
+    stored_chapter.COUNT.runs += 1  # state, not a setting
+    assert chapter_code(stored_chapter) == before
+    stored_chapter.TITLE = "Another title"
+    assert chapter_code(stored_chapter) != before

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from book_session import sharing_chapter_results
 
 from kdlib.claims import ClaimFailed, Claims
 from kdlib.config import resolve
@@ -137,13 +138,15 @@ def test_model_input_validation():
 
 
 @pytest.fixture(scope="module")
-def results():
-    """Every experiment run once at quick scale on the CPU (one thread: the members are shared)."""
+def results(pytestconfig):
+    """Every experiment run once at quick scale on the CPU (one thread: the members are shared),
+    or the results nbmake's run of the chapter stored, when it ran first this session."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         config = resolve("quick", "cpu")
-        return config, {e.name: e.run(config) for e in mv.EXPERIMENTS}
+        with sharing_chapter_results(pytestconfig):
+            return config, {e.name: e.run(config) for e in mv.EXPERIMENTS}
     finally:
         torch.set_num_threads(threads)
 
@@ -327,7 +330,7 @@ def test_students_train_for_their_own_step_counts():
         mv.QUICK = original
 
 
-def test_runs_use_one_cpu_thread_and_restore_the_count(results, monkeypatch):
+def test_runs_use_one_cpu_thread_and_restore_the_count(results, monkeypatch, pytestconfig):
     config, _ = results
     seen = []
     original = mv._scores
@@ -340,7 +343,8 @@ def test_runs_use_one_cpu_thread_and_restore_the_count(results, monkeypatch):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        mv.run_ensemble(config)  # the members are cached: no training
+        with sharing_chapter_results(pytestconfig):  # the members are stored: no training
+            mv.run_ensemble(config, subsets_per_size=20)  # the default, computed (not stored)
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2
     finally:
@@ -384,7 +388,8 @@ def test_a_reproduce_run_stopped_mid_distillation_resumes_at_its_step(tmp_path, 
     12 keeps the members and the students' state, the rerun trains only the remaining steps, its
     result equals an uninterrupted run's, and the stored result's checkpoint is removed."""
     from kdlib.__main__ import run_chapters
-    from kdlib.cache import ResultCache, TrainingCheckpoint, cache_key, code_hash
+    from kdlib.cache import ResultCache, TrainingCheckpoint, cache_key
+    from kdlib.experiments import chapter_code
 
     tiny = dataclasses.replace(
         mv.QUICK, steps=20, kd_steps=30, n_train=60, n_test=100, members=2, students=2
@@ -418,7 +423,7 @@ def test_a_reproduce_run_stopped_mid_distillation_resumes_at_its_step(tmp_path, 
     run_chapters("multi-view", config, tmp_path, **run)
     assert len(calls) == 30 - 12 + 1  # the remaining steps and the final loss
     assert not list(folder.glob("checkpoint-*"))  # the result is stored: its checkpoint is gone
-    result_key = cache_key("multi-view", "distillation", config, code_hash(mv.__file__))
+    result_key = cache_key("multi-view", "distillation", config, chapter_code(mv))
     hit, resumed = ResultCache(folder).load("distillation", result_key)
     assert hit
     for field in dataclasses.fields(resumed):

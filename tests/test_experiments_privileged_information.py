@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from book_session import sharing_chapter_results
 
 from kdlib.claims import ClaimFailed, Claims
 from kdlib.config import resolve
@@ -21,8 +22,11 @@ def config():
 
 
 @pytest.fixture(scope="module")
-def results(config):
-    return {exp.name: exp.run(config) for exp in chapter.EXPERIMENTS}
+def results(config, pytestconfig):
+    """Every experiment at quick scale (the results nbmake's run of the chapter stored, when it
+    ran first this session)."""
+    with sharing_chapter_results(pytestconfig):
+        return {exp.name: exp.run(config) for exp in chapter.EXPERIMENTS}
 
 
 def _claims(config):

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from book_session import sharing_chapter_results
 
 from kdlib.claims import ClaimFailed, Claims
 from kdlib.config import resolve
@@ -20,13 +21,15 @@ def config():
 
 
 @pytest.fixture(scope="module")
-def margins(config):
-    return chapter.run_margins(config)
+def margins(config, pytestconfig):
+    with sharing_chapter_results(pytestconfig):  # nbmake's run of the chapter stored it first
+        return chapter.run_margins(config)
 
 
 @pytest.fixture(scope="module")
-def students(config):
-    return chapter.run_students(config)
+def students(config, pytestconfig):
+    with sharing_chapter_results(pytestconfig):  # nbmake's run of the chapter stored it first
+        return chapter.run_students(config)
 
 
 def _claims(config):
@@ -82,8 +85,9 @@ def test_students_result_shapes_and_ranges(students):
 
 
 @pytest.fixture(scope="module")
-def softer(config):
-    return chapter.run_temperature(config)
+def softer(config, pytestconfig):
+    with sharing_chapter_results(pytestconfig):  # nbmake's run of the chapter stored it first
+        return chapter.run_temperature(config)
 
 
 def test_temperature_claim_passes_and_observations_are_recorded(softer, config):
@@ -387,8 +391,9 @@ def test_task_groups_cover_the_tasks_in_order(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def long_runs(config):
-    return chapter.run_steps(config)
+def long_runs(config, pytestconfig):
+    with sharing_chapter_results(pytestconfig):  # nbmake's run of the chapter stored it first
+        return chapter.run_steps(config)
 
 
 def test_steps_claims_pass_and_the_runs_are_recorded_whole(long_runs, config):

@@ -43,7 +43,7 @@ from ..data import label_noise as noise
 from ..data import load_digits_split
 from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import label_averaging as theory
-from . import Experiment
+from . import Experiment, stored_run
 
 CHAPTER = "label-averaging"
 TITLE = "Self-distillation as label averaging"
@@ -308,6 +308,7 @@ class ClosedFormResult:
     heat_superclasses: np.ndarray
 
 
+@stored_run
 def run_closed_form(config: RunConfig) -> ClosedFormResult:
     """Train teacher + SD rounds on block features for several ``lam`` x seeds (one batch) and
     compare with the exact type-reduced dynamics and with the linearised closed form."""
@@ -657,6 +658,7 @@ def _first_full(acc: np.ndarray) -> np.ndarray:
     return np.where(hit.any(-1), hit.argmax(-1), -1)
 
 
+@stored_run
 def run_label_noise(config: RunConfig) -> LabelNoiseResult:
     """All noise rates x ridge values as replicas of one batched SD run on block features."""
     k, c, d = 4, 0.4, 0.1
@@ -876,6 +878,7 @@ class PLLResult:
     trained_pll: np.ndarray
 
 
+@stored_run
 def run_pll(config: RunConfig) -> PLLResult:
     """Teacher + T SD rounds, and one PLL round on the teacher's refined outputs, for every noise
     rate at once (replicas), with the linearised and exact type-level predictions."""
@@ -1077,6 +1080,7 @@ class ManyRoundsResult:
     n_classes: int
 
 
+@stored_run
 def run_many_rounds(config: RunConfig) -> ManyRoundsResult:
     """Many SD rounds on a two-level (superclass) Gram matrix: every ridge value a replica."""
     # No counterpart in the paper (its many-round evidence is on real data): the full scale
@@ -1290,6 +1294,7 @@ class DigitsResult:
     sd_test_correct: np.ndarray | None = None
 
 
+@stored_run
 def run_digits(config: RunConfig, noise_type: str = "symmetric") -> DigitsResult:
     """Teacher, 10 SD rounds and two PLL students on noisy digits, noise rates x seeds at once,
     next to the closed form evaluated on the digits' own Gram matrix."""

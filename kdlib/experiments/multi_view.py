@@ -55,7 +55,7 @@ from ..losses import cross_entropy, distillation_loss
 from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import multi_view as theory
 from ..train import train
-from . import Experiment
+from . import Experiment, stored_run
 
 CHAPTER = "multi-view"
 TITLE = "Ensembles and distillation on multi-view data"
@@ -679,6 +679,7 @@ class SingleResult:
 
 
 @single_cpu_thread(full_scale=False)
+@stored_run
 def run_single(config: RunConfig) -> SingleResult:
     """Train the ensemble's members (independently seeded replicas, full-batch GD on the
     cross-entropy) and measure, per member, its accuracies and which views it learned."""
@@ -871,6 +872,7 @@ def _subsets(n_members: int, size: int, count: int, seed: int) -> list[np.ndarra
 
 
 @single_cpu_thread(full_scale=False)
+@stored_run
 def run_ensemble(config: RunConfig, subsets_per_size: int = 20) -> EnsembleResult:
     """Average the members' logits over random subsets of every size ``K = 1..members``."""
     s = setting_for(config)
@@ -1030,6 +1032,7 @@ class DistillationResult:
 
 
 @single_cpu_thread(full_scale=False)
+@stored_run
 def run_distillation(config: RunConfig) -> DistillationResult:
     """Distil the ensemble (mean of the members' logits) into fresh students."""
     s = setting_for(config)
@@ -1198,6 +1201,7 @@ class SelfDistillationResult:
 
 
 @single_cpu_thread(full_scale=False)
+@stored_run
 def run_self_distillation(config: RunConfig) -> SelfDistillationResult:
     """Distil each member into a fresh, independently initialised network of the same size."""
     s = setting_for(config)
@@ -1401,6 +1405,7 @@ def _disagreement(logits: torch.Tensor) -> float:
 
 
 @single_cpu_thread(full_scale=False)
+@stored_run
 def run_ntk(config: RunConfig) -> NTKResult:
     """Linearise every member at its initialisation and train the linear models on the same
     data (cross-entropy, full-batch GD with a step normalised by the features' size)."""
@@ -1522,6 +1527,7 @@ class MemorisationResult:
 
 
 @single_cpu_thread(full_scale=False)
+@stored_run
 def run_memorisation(config: RunConfig, mu_train=(0.0, 0.1, 0.2), seeds: int = 3):
     """Train ``len(mu_train) x seeds`` networks at once, each on its own training set."""
     s = setting_for(config)
@@ -1678,6 +1684,7 @@ def _mlp(replicas: int, width: int, seed: int, device) -> nn.Module:
 
 
 @single_cpu_thread
+@stored_run
 def run_digits(config: RunConfig) -> DigitsResult:
     """Members, their ensemble and students distilled from it, on the 8x8 digits (70/30 split,
     standardised pixels): ``K`` = 8 (quick) or 20 (full) replicas of width 32, full-batch gradient

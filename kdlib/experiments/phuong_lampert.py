@@ -49,7 +49,7 @@ from ..models import DeepLinearStudent, LinearStudent
 from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import phuong_lampert as theory
 from ..train import auto_chunk_size, train
-from . import Experiment
+from . import Experiment, stored_run
 
 CHAPTER = "phuong-lampert"
 TITLE = "Why distillation works: linear students"
@@ -225,6 +225,7 @@ class OptimizationBiasResult:
 
 
 @single_cpu_thread
+@stored_run
 def run_optimization_bias(config: RunConfig) -> OptimizationBiasResult:
     """Train linear students with :func:`kdlib.train.train` (float64, step ``1/L``) from zero and
     from a random start on soft labels, and from zero on hard labels; record the distance to the
@@ -512,6 +513,7 @@ def _balanced_layers(
 
 
 @single_cpu_thread
+@stored_run
 def run_deep_linear(config: RunConfig) -> DeepLinearResult:
     """Deep linear students (rank-one balanced initialisation, sign chosen so that the loss at
     initialisation is below the loss at zero, redrawn where that fails) trained by gradient
@@ -771,6 +773,7 @@ class MinimisersResult:
 
 
 @single_cpu_thread
+@stored_run
 def run_minimisers(config: RunConfig) -> MinimisersResult:
     """All minimisers interpolate the teacher's logits; compare their exact transfer risks."""
     d = config.pick(100, 1000)
@@ -902,6 +905,7 @@ GEOMETRY_COPIES = 6  # working copies of a seed's inputs in run_data_geometry (m
 
 
 @single_cpu_thread
+@stored_run
 def run_data_geometry(
     config: RunConfig, distributions: list[AngularDistribution] | None = None
 ) -> DataGeometryResult:
@@ -1114,6 +1118,7 @@ class MonotonicityResult:
 
 
 @single_cpu_thread
+@stored_run
 def run_monotonicity(config: RunConfig, hard_steps: int | None = None) -> MonotonicityResult:
     """Grow each training set one block at a time; distil (soft) or train by gradient descent
     on the teacher's hard labels for ``hard_steps`` steps (hard; default 600 quick, 5000 full)."""
@@ -1252,6 +1257,7 @@ class DigitsResult:
 
 
 @single_cpu_thread
+@stored_run
 def run_digits(config: RunConfig) -> DigitsResult:
     """A linear teacher (logistic regression on digits 0-4 vs 5-9, pixels not blank in at least
     5% of the training images plus a bias feature) and linear students on nested random subsets

@@ -37,7 +37,7 @@ from ..models import TwoLayerReLU
 from ..ntk import empirical_ntk, relu_ntk
 from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import privileged_information as theory
-from . import Experiment
+from . import Experiment, stored_run
 
 CHAPTER = "privileged-information"
 TITLE = "Privileged information in the kernel regime"
@@ -301,6 +301,7 @@ class DynamicsResult:
     predicted_residual: np.ndarray
 
 
+@stored_run
 def run_dynamics(config: RunConfig) -> DynamicsResult:
     """Train ``V x P x S`` wide students at once on the teacher-student data and compute the
     kernel prediction for each."""
@@ -528,6 +529,7 @@ class ConvergenceResult:
     step_gain: float  # max over widths, replicas and measured steps of lr lambda_max(H_m(t)) / n
 
 
+@stored_run
 def run_convergence(config: RunConfig) -> ConvergenceResult:
     """For each width, train students on the labels (rho=0) and on the PI (rho=1), for two
     capacities and several data draws, all as replicas; record when each reaches the tolerance."""
@@ -862,6 +864,7 @@ class GeneralizationResult:
     test_correct_predicted: np.ndarray | None = None
 
 
+@stored_run
 def run_generalization(config: RunConfig) -> GeneralizationResult:
     """Digits: a kernel teacher fitted to the whole clean training split supplies the PI on a
     small student subset whose labels may be noisy; one student per (noise, rho, seed)."""

@@ -28,7 +28,7 @@ from ..models import LinearStudent, TwoLayerReLU
 from ..plots import ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import kd as theory
 from ..train import train
-from . import Experiment
+from . import Experiment, stored_run
 
 CHAPTER = "soft-labels"
 TITLE = "Soft labels and temperature"
@@ -54,6 +54,7 @@ def _random_logits(n: int, k: int, seed: int, scale: float = 3.0) -> tuple[torch
     return student, teacher
 
 
+@stored_run
 def run_gradient(config: RunConfig) -> GradientResult:
     """Differentiate the distillation loss (without the ``T^2`` factor) with autograd, one
     temperature per replica, and evaluate the closed form on the same logits."""
@@ -114,6 +115,7 @@ class TemperatureResult:
     fit_from: float
 
 
+@stored_run
 def run_temperature(config: RunConfig) -> TemperatureResult:
     """Evaluate gradients and limit errors for ``T`` from 1 to 1000 on random logits."""
     n, k = config.pick((256, 10), (16384, 100))
@@ -227,6 +229,7 @@ def _subsets(n_total: int, sizes, seeds: int, seed: int) -> torch.Tensor:
     return index
 
 
+@stored_run
 def run_digits(config: RunConfig, temperature: float = 4.0) -> DigitsResult:
     """Train a teacher on all training digits, then soft- and hard-label linear students on
     random subsets of every size (sizes x seeds replicas, one batched program each)."""

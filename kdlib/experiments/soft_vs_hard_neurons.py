@@ -58,7 +58,7 @@ from ..ntk import empirical_ntk, relu_ntk
 from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import soft_vs_hard as theory
 from ..train import auto_chunk_size, slice_replicas, train
-from . import Experiment
+from . import Experiment, stored_run
 
 CHAPTER = "soft-vs-hard-neurons"
 TITLE = "How many neurons do soft labels save?"
@@ -206,6 +206,7 @@ class MarginsResult:
     finite_gamma: np.ndarray
 
 
+@stored_run
 def run_margins(config: RunConfig) -> MarginsResult:
     """Estimate ``gamma`` for every digit pair; then, for the easiest, median and hardest pairs,
     the margin of the empirical NTK of random networks of growing width (seeds as replicas)."""
@@ -602,6 +603,7 @@ def _chosen_tasks(est: theory.MarginEstimate, count: int) -> np.ndarray:
     return order[np.round(np.linspace(0, len(order) - 1, count)).astype(int)]
 
 
+@stored_run
 def run_students(config: RunConfig) -> StudentsResult:
     """Train (or fetch from this session's cache) the students of both experiments."""
     return _train_students(config)
@@ -955,6 +957,7 @@ class StepsResult:
         return math.log(2) / self.n_train
 
 
+@stored_run
 def run_steps(config: RunConfig) -> StepsResult:
     """Hard-label students of a small and a wide width on the width experiment's tasks, trained
     for 16x its step budget (quick) with the same step size, every loss recorded."""
@@ -1251,6 +1254,7 @@ def _outputs(model: ReplicaCNN, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([model(x[:, i : i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
 
 
+@stored_run
 def run_deep(config: RunConfig) -> DeepResult:
     """One wide teacher per noise level, then soft and hard students of every width (noise x
     seeds x kinds as replicas of one :class:`~kdlib.models.ReplicaCNN` per width)."""
@@ -1542,6 +1546,7 @@ def _kernel_teachers(config, x, y, x_test, y_test, steps: int, lr: float) -> dic
     return {"logits": torch.stack(logits), "accuracy": np.array(accuracy), "norm": np.array(norm)}
 
 
+@stored_run
 def run_temperature(config: RunConfig) -> TemperatureResult:
     """Soft labels of the kernel-limit teacher at each of :data:`TEMPERATURES`, label smoothing
     of the same confidence, and hard labels, for the small students of the width experiment."""
