@@ -280,3 +280,17 @@ def test_chapter_code_covers_plain_settings_only(stored_chapter):
     assert chapter_code(stored_chapter) == before
     stored_chapter.TITLE = "Another title"
     assert chapter_code(stored_chapter) != before
+
+
+def test_every_chapter_run_is_stored_under_its_reproduce_name():
+    """A notebook's call of each decorated run function finds the file ``reproduce`` wrote: the
+    name is that of the first experiment running it (chapter 4's students serve two)."""
+    from kdlib.experiments import _experiment_name, chapters
+
+    for module in chapters().values():
+        first: dict[object, str] = {}
+        for experiment in module.EXPERIMENTS:
+            first.setdefault(experiment.run, experiment.name)
+        for run, name in first.items():
+            assert getattr(run, "stores_results", False), f"{module.CHAPTER}/{name}: not stored"
+            assert _experiment_name(module, run, run.__wrapped__) == name

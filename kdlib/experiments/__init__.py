@@ -156,6 +156,7 @@ def stored_run(run: Callable[[RunConfig], R]) -> Callable[..., R]:
             print(f"{module.CHAPTER}/{name}: read {cache.path(name, key)}", file=sys.stderr)
         return result
 
+    stored.stores_results = True  # type: ignore[attr-defined]  # marks the outermost wrapper
     return stored
 
 
@@ -163,6 +164,9 @@ def _experiment_name(module: ModuleType, stored: Callable, run: Callable) -> str
     """The name ``reproduce`` stores ``run``'s result under: that of the first experiment of the
     chapter that runs it, else the function's name without ``run_``."""
     for experiment in getattr(module, "EXPERIMENTS", ()):
-        if experiment.run is stored:
-            return experiment.name
+        function = experiment.run
+        while function is not None:  # the run may be wrapped further (functools.wraps)
+            if function is stored:
+                return experiment.name
+            function = getattr(function, "__wrapped__", None)
     return run.__name__.removeprefix("run_")

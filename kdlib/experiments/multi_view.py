@@ -678,8 +678,8 @@ class SingleResult:
         return float(np.mean(1 - self.class_accuracy[one])) if one.any() else float("nan")
 
 
-@single_cpu_thread(full_scale=False)
 @stored_run
+@single_cpu_thread(full_scale=False)
 def run_single(config: RunConfig) -> SingleResult:
     """Train the ensemble's members (independently seeded replicas, full-batch GD on the
     cross-entropy) and measure, per member, its accuracies and which views it learned."""
@@ -871,8 +871,8 @@ def _subsets(n_members: int, size: int, count: int, seed: int) -> list[np.ndarra
     return [np.sort(rng.choice(n_members, size, replace=False)) for _ in range(count)]
 
 
-@single_cpu_thread(full_scale=False)
 @stored_run
+@single_cpu_thread(full_scale=False)
 def run_ensemble(config: RunConfig, subsets_per_size: int = 20) -> EnsembleResult:
     """Average the members' logits over random subsets of every size ``K = 1..members``."""
     s = setting_for(config)
@@ -1031,8 +1031,8 @@ class DistillationResult:
         return float((self.student_accuracy.mean() - base) / (self.ensemble_accuracy - base))
 
 
-@single_cpu_thread(full_scale=False)
 @stored_run
+@single_cpu_thread(full_scale=False)
 def run_distillation(config: RunConfig) -> DistillationResult:
     """Distil the ensemble (mean of the members' logits) into fresh students."""
     s = setting_for(config)
@@ -1200,8 +1200,8 @@ class SelfDistillationResult:
         return self.own_winner & ~self.member_learned
 
 
-@single_cpu_thread(full_scale=False)
 @stored_run
+@single_cpu_thread(full_scale=False)
 def run_self_distillation(config: RunConfig) -> SelfDistillationResult:
     """Distil each member into a fresh, independently initialised network of the same size."""
     s = setting_for(config)
@@ -1404,8 +1404,8 @@ def _disagreement(logits: torch.Tensor) -> float:
     return total / max(pairs, 1)
 
 
-@single_cpu_thread(full_scale=False)
 @stored_run
+@single_cpu_thread(full_scale=False)
 def run_ntk(config: RunConfig) -> NTKResult:
     """Linearise every member at its initialisation and train the linear models on the same
     data (cross-entropy, full-batch GD with a step normalised by the features' size)."""
@@ -1526,8 +1526,8 @@ class MemorisationResult:
     test_error: np.ndarray
 
 
-@single_cpu_thread(full_scale=False)
 @stored_run
+@single_cpu_thread(full_scale=False)
 def run_memorisation(config: RunConfig, mu_train=(0.0, 0.1, 0.2), seeds: int = 3):
     """Train ``len(mu_train) x seeds`` networks at once, each on its own training set."""
     s = setting_for(config)
@@ -1683,8 +1683,8 @@ def _mlp(replicas: int, width: int, seed: int, device) -> nn.Module:
     )
 
 
-@single_cpu_thread
 @stored_run
+@single_cpu_thread
 def run_digits(config: RunConfig) -> DigitsResult:
     """Members, their ensemble and students distilled from it, on the 8x8 digits (70/30 split,
     standardised pixels): ``K`` = 8 (quick) or 20 (full) replicas of width 32, full-batch gradient

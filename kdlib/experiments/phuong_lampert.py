@@ -224,8 +224,8 @@ class OptimizationBiasResult:
     rate_window: tuple[float, float] = (1e-12, 1e-6)
 
 
-@single_cpu_thread
 @stored_run
+@single_cpu_thread
 def run_optimization_bias(config: RunConfig) -> OptimizationBiasResult:
     """Train linear students with :func:`kdlib.train.train` (float64, step ``1/L``) from zero and
     from a random start on soft labels, and from zero on hard labels; record the distance to the
@@ -512,8 +512,8 @@ def _balanced_layers(
     return [torch.cat([row[j] for row in rows]) for j in range(depth)]
 
 
-@single_cpu_thread
 @stored_run
+@single_cpu_thread
 def run_deep_linear(config: RunConfig) -> DeepLinearResult:
     """Deep linear students (rank-one balanced initialisation, sign chosen so that the loss at
     initialisation is below the loss at zero, redrawn where that fails) trained by gradient
@@ -772,8 +772,8 @@ class MinimisersResult:
     projection_error: float  # relative difference between the two projection routes
 
 
-@single_cpu_thread
 @stored_run
+@single_cpu_thread
 def run_minimisers(config: RunConfig) -> MinimisersResult:
     """All minimisers interpolate the teacher's logits; compare their exact transfer risks."""
     d = config.pick(100, 1000)
@@ -904,8 +904,8 @@ def geometry_distributions() -> list[AngularDistribution]:
 GEOMETRY_COPIES = 6  # working copies of a seed's inputs in run_data_geometry (memory estimate)
 
 
-@single_cpu_thread
 @stored_run
+@single_cpu_thread
 def run_data_geometry(
     config: RunConfig, distributions: list[AngularDistribution] | None = None
 ) -> DataGeometryResult:
@@ -1117,8 +1117,8 @@ class MonotonicityResult:
     confidence: float = 0.99
 
 
-@single_cpu_thread
 @stored_run
+@single_cpu_thread
 def run_monotonicity(config: RunConfig, hard_steps: int | None = None) -> MonotonicityResult:
     """Grow each training set one block at a time; distil (soft) or train by gradient descent
     on the teacher's hard labels for ``hard_steps`` steps (hard; default 600 quick, 5000 full)."""
@@ -1256,8 +1256,8 @@ class DigitsResult:
     confidence: float = 0.99
 
 
-@single_cpu_thread
 @stored_run
+@single_cpu_thread
 def run_digits(config: RunConfig) -> DigitsResult:
     """A linear teacher (logistic regression on digits 0-4 vs 5-9, pixels not blank in at least
     5% of the training images plus a bias feature) and linear students on nested random subsets
