@@ -21,7 +21,7 @@ Run with ``python -m kdlib bench``. The last line is ``speedup_vs_loop: <ratio>`
 at the small size). The FP32 FLOP rate of kdlib at the large size is reported from the matmul FLOPs
 (TF32 disabled on CUDA).
 
-``python -m kdlib bench --kernels`` times, instead, six of kdlib's hot spots against the plain
+``python -m kdlib bench --kernels`` times, instead, seven of kdlib's hot spots against the plain
 version they replaced, at a size where the difference shows (each ratio is the plain version's
 time over kdlib's; the last line is ``kernels_min_speedup: <ratio>``):
 
@@ -40,11 +40,15 @@ time over kdlib's; the last line is ``kernels_min_speedup: <ratio>``):
   ``torch.matmul(x, w)`` vs :func:`~kdlib.models.replica_matmul`;
 * **replica CNN step**: a step of chapter 4's 24 convolutional students of two channels on 8x8
   images (three noise levels), default layout vs :class:`~kdlib.models.ReplicaCNN`'s
-  channels-last activations on CPU (on CUDA both use the default layout: a ratio of 1).
+  channels-last activations on CPU (on CUDA both use the default layout: a ratio of 1);
+* **log-softmax, 10 cls**: forward and backward of the losses' log-softmax over 10 classes (8
+  students, 1,258 digit images, chapter 5's size), ``torch.log_softmax`` vs the losses' own,
+  which on CPU puts the classes first when they are fewer than a vector register holds (on CUDA
+  both are the plain call).
 
-The last two differ only in which side of a matrix-vector product the vector sits on: CPU BLAS
-streams ``(row) x (matrix)`` much faster than ``(matrix)^T x (column)``, the form autograd uses
-for the weight gradient of ``x @ w``.
+The linearised and linear student steps differ only in which side of a matrix-vector product
+the vector sits on: CPU BLAS streams ``(row) x (matrix)`` much faster than
+``(matrix)^T x (column)``, the form autograd uses for the weight gradient of ``x @ w``.
 """
 
 from __future__ import annotations
@@ -206,6 +210,7 @@ KERNEL_SIZES = {
     "linearised": {"replicas": 10, "n": 300, "dim": 256, "classes": 10, "width": 8},
     "linear": {"replicas": 500, "n": 256, "d": 500, "k": 1},
     "cnn": {"replicas": 24, "groups": 3, "n": 100, "side": 8, "channels": 2, "classes": 10},
+    "log_softmax": {"replicas": 8, "n": 1258, "classes": 10, "repeats": 20},
 }
 
 
@@ -346,6 +351,27 @@ def _bench_replica_cnn(device: torch.device) -> tuple[float, float]:
     return _best_of(lambda: step(plain), device, 3), _best_of(lambda: step(ours), device, 3)
 
 
+def _bench_log_softmax(device: torch.device) -> tuple[float, float]:
+    """Forward and backward of a log-softmax over 10 classes at chapter 5's digits size (8
+    students, 1,258 images): ``torch.log_softmax`` against the losses' own
+    (:func:`kdlib.losses._log_softmax`: class-first on CPU)."""
+    from .losses import _log_softmax
+
+    spec = KERNEL_SIZES["log_softmax"]
+    gen = torch.Generator().manual_seed(0)
+    shape = (spec["replicas"], spec["n"], spec["classes"])
+    logits = torch.randn(*shape, generator=gen).to(device).requires_grad_(True)
+    weights = torch.randn(*shape, generator=gen).to(device)
+
+    def steps(log_softmax) -> None:
+        for _ in range(spec["repeats"]):
+            (grad,) = torch.autograd.grad((log_softmax(logits) * weights).sum(), logits)
+
+    return _best_of(lambda: steps(lambda z: torch.log_softmax(z, -1)), device, 3), _best_of(
+        lambda: steps(_log_softmax), device, 3
+    )
+
+
 def kernels_main(device: str | None = None) -> int:
     """Print the hot-spot table; last line ``kernels_min_speedup: <ratio>``."""
     dev = get_device(device)
@@ -359,6 +385,7 @@ def kernels_main(device: str | None = None) -> int:
         ("linearised step", _bench_linearised_step),
         ("linear student step", _bench_linear_student),
         ("replica CNN step", _bench_replica_cnn),
+        ("log-softmax, 10 cls", _bench_log_softmax),
     ):
         plain, ours = bench(dev)
         ratios.append(plain / ours)

@@ -164,11 +164,12 @@ def test_kernel_bench_runs_at_a_tiny_size(monkeypatch, capsys):
         "linearised": {"replicas": 2, "n": 5, "dim": 4, "classes": 2, "width": 2},
         "linear": {"replicas": 3, "n": 5, "d": 4, "k": 1},
         "cnn": {"replicas": 4, "groups": 2, "n": 3, "side": 4, "channels": 2, "classes": 3},
+        "log_softmax": {"replicas": 2, "n": 3, "classes": 4, "repeats": 1},
     }
     monkeypatch.setattr(bench, "KERNEL_SIZES", tiny)
     assert cli.main(["bench", "--kernels", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 9 and lines[-1].startswith("kernels_min_speedup: ")
+    assert len(lines) == 10 and lines[-1].startswith("kernels_min_speedup: ")
 
 
 def test_fetch_mnist_failure_is_one_clear_line(monkeypatch, tmp_path, capsys):
