@@ -232,7 +232,7 @@ def test_a_notebook_run_is_stored_then_read_back(stored_chapter, tmp_path, monke
     assert [p.name.split("-")[0] for p in sorted(cache.glob("*.pkl"))] == ["shared", "steps"]
     assert stored_chapter.run_steps(config) == first == {"steps": 30}
     assert stored_chapter.COUNT.runs == 1 and stored_chapter.COUNT.work == 1
-    assert "stored/steps: read" in capsys.readouterr().err
+    assert "stored/steps: stored result read from" in capsys.readouterr().out
     assert stored_chapter.run_steps(config, offset=1) == {"steps": 31}  # not the stored result
     assert stored_chapter.COUNT.runs == 2 and stored_chapter.COUNT.work == 1
     assert len(list(cache.glob("*.pkl"))) == 2
@@ -266,7 +266,8 @@ def test_a_notebook_reads_what_reproduce_stored_and_reproduce_writes_once(
     cache = tmp_path / "results" / "quick" / "stored" / "cache"
     assert len(list(cache.glob("steps-*.pkl"))) == 1 and stored_chapter.COUNT.runs == 1
     assert stored_chapter.run_steps(config) == {"steps": 30}
-    assert stored_chapter.COUNT.runs == 1 and "stored/steps: read" in capsys.readouterr().err
+    assert stored_chapter.COUNT.runs == 1
+    assert "stored/steps: stored result read from" in capsys.readouterr().out
 
 
 def test_chapter_code_covers_plain_settings_only(stored_chapter):

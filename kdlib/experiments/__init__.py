@@ -23,7 +23,9 @@ A chapter's run functions are decorated with :func:`stored_run`: with the enviro
 ``python -m kdlib reproduce --out <folder>`` stored for the same code, settings, scale, device and
 seed instead of training again (and stores what it computes, for the next run). So a full-scale
 book can be built from a GPU run's results:
-``KDLIB_SCALE=full KDLIB_RESULTS=results make book``. Unset, nothing is read or written.
+``KDLIB_SCALE=full KDLIB_RESULTS=$PWD/results make book`` (absolute: a relative path is read
+from the directory the notebook runs in, ``book/`` in a book build). Unset, nothing is read or
+written.
 """
 
 from __future__ import annotations
@@ -153,7 +155,9 @@ def stored_run(run: Callable[[RunConfig], R]) -> Callable[..., R]:
             key = cache_key(module.CHAPTER, name, config, code)
             result, hit = cache.get_or_run(name, key, lambda: run(config))
         if hit:
-            print(f"{module.CHAPTER}/{name}: read {cache.path(name, key)}", file=sys.stderr)
+            # stdout, not stderr: the book build turns a cell's stderr into a warning (an error
+            # under -W), and a reader should see which results were loaded rather than computed
+            print(f"{module.CHAPTER}/{name}: stored result read from {cache.path(name, key)}")
         return result
 
     stored.stores_results = True  # type: ignore[attr-defined]  # marks the outermost wrapper
