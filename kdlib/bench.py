@@ -354,8 +354,8 @@ def _bench_replica_cnn(device: torch.device) -> tuple[float, float]:
 def _bench_log_softmax(device: torch.device) -> tuple[float, float]:
     """Forward and backward of a log-softmax over 10 classes at chapter 5's digits size (8
     students, 1,258 images): ``torch.log_softmax`` against the losses' own
-    (:func:`kdlib.losses._log_softmax`: class-first on CPU)."""
-    from .losses import _log_softmax
+    (:func:`kdlib.losses.log_softmax`: class-first on CPU)."""
+    from .losses import log_softmax
 
     spec = KERNEL_SIZES["log_softmax"]
     gen = torch.Generator().manual_seed(0)
@@ -368,7 +368,7 @@ def _bench_log_softmax(device: torch.device) -> tuple[float, float]:
             (grad,) = torch.autograd.grad((log_softmax(logits) * weights).sum(), logits)
 
     return _best_of(lambda: steps(lambda z: torch.log_softmax(z, -1)), device, 3), _best_of(
-        lambda: steps(_log_softmax), device, 3
+        lambda: steps(log_softmax), device, 3
     )
 
 

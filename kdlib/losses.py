@@ -32,6 +32,8 @@ __all__ = [
     "distillation_loss",
     "softmax_with_temperature",
     "kl_divergence_from_logits",
+    "log_softmax",
+    "softmax",
 ]
 
 
@@ -104,20 +106,30 @@ def _vector_lanes() -> int:
 _LANES = _vector_lanes()
 
 
-def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """``log_softmax`` over the last axis, fast on the CPU for few classes.
 
     PyTorch's CPU kernel vectorises along the class axis, so with fewer classes than a vector
     register holds (16 floats with AVX-512) it runs row by row, 2-4x slower than needed for
-    forward and backward (``python -m kdlib bench --kernels``, "log-softmax, 10 classes"). With
-    the classes as the first axis of a ``(k, rows)`` copy it vectorises across the rows instead.
-    Values agree with ``torch.log_softmax`` to rounding (1 ulp); CUDA and many classes take the
-    plain call."""
+    forward and backward (``python -m kdlib bench --kernels``, "log-softmax, 10 cls"). With the
+    classes as the first axis of a ``(k, rows)`` copy it vectorises across the rows instead.
+    Values agree with ``torch.log_softmax`` to rounding (a few ulps); CUDA and many classes take
+    the plain call. Every loss here uses it."""
+    return _class_first(torch.log_softmax, logits)
+
+
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    """``softmax`` over the last axis, with :func:`log_softmax`'s fast CPU path for few
+    classes."""
+    return _class_first(torch.softmax, logits)
+
+
+def _class_first(function, logits: torch.Tensor) -> torch.Tensor:
     k = logits.shape[-1]
     if logits.device.type != "cpu" or k >= _LANES or logits.dim() < 2:
-        return torch.log_softmax(logits, dim=-1)
+        return function(logits, dim=-1)
     rows = logits.reshape(-1, k).transpose(0, 1).contiguous()
-    return torch.log_softmax(rows, dim=0).transpose(0, 1).reshape(logits.shape)
+    return function(rows, dim=0).transpose(0, 1).reshape(logits.shape)
 
 
 def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -204,7 +216,7 @@ def cross_entropy(
     k = logits.shape[-1]
     if check and ((labels < 0) | (labels >= k)).any():
         raise ValueError(f"labels must be in 0..{k - 1} (k={k} classes)")
-    log_probs = _log_softmax(logits)
+    log_probs = log_softmax(logits)
     per_sample = -log_probs.gather(-1, labels[..., None])[..., 0]
     return _reduce(per_sample, sample_weight, check)
 
@@ -241,7 +253,7 @@ def soft_cross_entropy(
             atol=1e-4,
         ):
             raise ValueError("each row of target_probs must sum to 1")
-    per_sample = -(target_probs * _log_softmax(logits)).sum(-1)
+    per_sample = -(target_probs * log_softmax(logits)).sum(-1)
     return _reduce(per_sample, sample_weight, check)
 
 
@@ -277,8 +289,8 @@ def kl_divergence_from_logits(
     ``KL = (E_q[u^2] + E_q[u f(u)]) / (1 + S) - log1p(S)``, ``f(u) = e^u - 1 - u``,
     ``S = E_q[f(u)]``, which has no cancellation; other samples use the textbook form.
     """
-    log_p = _log_softmax(teacher_logits)
-    log_q = _log_softmax(student_logits)
+    log_p = log_softmax(teacher_logits)
+    log_q = log_softmax(student_logits)
     textbook = (log_p.exp() * (log_p - log_q)).sum(-1)
     q = log_q.exp()
     diff = teacher_logits - student_logits

@@ -151,20 +151,24 @@ def test_a_non_finite_sample_weight_is_refused():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(3, 50, 2), (3, 50, 10), (40, 1, 4), (2, 7, 16), (2, 7, 40)])
-def test_log_softmax_fast_path_equals_torch_to_rounding(dtype, shape):
+def test_softmax_fast_paths_equal_torch_to_rounding(dtype, shape):
     """The class-first layout kdlib uses on the CPU for few classes gives torch's values and
     gradients to rounding (and is the plain call itself for many classes)."""
     z = (torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 5).to(dtype)
     z.requires_grad_(True)
     weights = torch.randn(*shape, generator=torch.Generator().manual_seed(1)).to(dtype)
-    ours, plain = losses._log_softmax(z), torch.log_softmax(z, -1)
-    assert ours.shape == plain.shape
-    torch.testing.assert_close(ours, plain)  # dtype-aware: a few ulps
-    (g_ours,) = torch.autograd.grad((ours * weights).sum(), z)
-    (g_plain,) = torch.autograd.grad((plain * weights).sum(), z)
-    torch.testing.assert_close(g_ours, g_plain)
+    for ours, plain in (
+        (losses.log_softmax(z), torch.log_softmax(z, -1)),
+        (losses.softmax(z), torch.softmax(z, -1)),
+    ):
+        assert ours.shape == plain.shape
+        torch.testing.assert_close(ours, plain)  # dtype-aware: a few ulps
+        (g_ours,) = torch.autograd.grad((ours * weights).sum(), z)
+        (g_plain,) = torch.autograd.grad((plain * weights).sum(), z)
+        torch.testing.assert_close(g_ours, g_plain)
     vector = torch.randn(5, dtype=dtype)
-    assert torch.equal(losses._log_softmax(vector), torch.log_softmax(vector, -1))
+    assert torch.equal(losses.log_softmax(vector), torch.log_softmax(vector, -1))
+    assert torch.equal(losses.softmax(vector), torch.softmax(vector, -1))
 
 
 def test_float32_series_is_accurate_to_rounding():

@@ -41,6 +41,7 @@ from ..claims import Claims, paired_difference
 from ..config import RunConfig, make_generator
 from ..data import label_noise as noise
 from ..data import load_digits_split
+from ..losses import log_softmax, softmax
 from ..plots import PALETTE, ROLE_COLORS, figure, plot_measured, plot_predicted
 from ..theory import label_averaging as theory
 from . import Experiment, stored_run
@@ -129,11 +130,11 @@ def fit_heads(
         return evecs @ (inv[:, :, None] * (evecs.T @ v))
 
     def objective(weights):
-        logp = torch.log_softmax(x @ weights, -1)
+        logp = log_softmax(x @ weights)
         return -(targets * logp).sum(-1).mean(-1) + 0.5 * lam_t * (weights**2).sum((1, 2))
 
     def gradient(weights):
-        probs = torch.softmax(x @ weights, -1)
+        probs = softmax(x @ weights)
         return x.T @ (probs - targets) / n + lam3 * weights, probs
 
     for _ in range(max_newton):
@@ -1248,7 +1249,7 @@ def gce_partial_loss(logits: torch.Tensor, pair: torch.Tensor, q: float = 0.7) -
 
     ``logits`` ``(R, N, K)``, ``pair`` LongTensor ``(R, N, 2)`` (the teacher's top two labels).
     """
-    probs = torch.softmax(logits, -1).gather(-1, pair)
+    probs = softmax(logits).gather(-1, pair)
     return ((1 - probs.clamp_min(1e-30) ** q) / q).mean((-1, -2))
 
 
