@@ -190,6 +190,34 @@ def binary_cross_entropy(
     return _reduce(per_sample, sample_weight, check)
 
 
+def _checked_labels(labels, logits: torch.Tensor, check: bool) -> torch.Tensor:
+    """Integer ``labels`` broadcast to ``logits[..., 0]``, as int64; their range is checked when
+    ``check``."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor; got {type(labels).__name__}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"labels must be an integer tensor; got dtype {labels.dtype}")
+    labels = _broadcast_target(labels.long(), logits[..., 0], "labels")
+    k = logits.shape[-1]
+    if check and ((labels < 0) | (labels >= k)).any():
+        raise ValueError(f"labels must be in 0..{k - 1} (k={k} classes)")
+    return labels
+
+
+def _checked_teacher(teacher_logits, student_logits: torch.Tensor, check: bool) -> torch.Tensor:
+    """``teacher_logits`` broadcast to the student's shape and dtype; finite when ``check``."""
+    if not isinstance(teacher_logits, torch.Tensor):
+        raise TypeError(
+            f"teacher_logits must be a torch.Tensor; got {type(teacher_logits).__name__}"
+        )
+    teacher_logits = _broadcast_target(
+        teacher_logits.to(student_logits.dtype), student_logits, "teacher_logits"
+    )
+    if check:
+        _check_finite(teacher_logits, "teacher_logits")
+    return teacher_logits
+
+
 def cross_entropy(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -208,14 +236,7 @@ def cross_entropy(
     Tensor, shape ``(R,)``
     """
     _check_logits(logits, "logits")
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor; got {type(labels).__name__}")
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"labels must be an integer tensor; got dtype {labels.dtype}")
-    labels = _broadcast_target(labels.long(), logits[..., 0], "labels")
-    k = logits.shape[-1]
-    if check and ((labels < 0) | (labels >= k)).any():
-        raise ValueError(f"labels must be in 0..{k - 1} (k={k} classes)")
+    labels = _checked_labels(labels, logits, check)
     log_probs = log_softmax(logits)
     per_sample = -log_probs.gather(-1, labels[..., None])[..., 0]
     return _reduce(per_sample, sample_weight, check)
@@ -335,15 +356,7 @@ def kd_loss(
     """
     _check_logits(student_logits)
     temperature = _check_temperature(temperature)
-    if not isinstance(teacher_logits, torch.Tensor):
-        raise TypeError(
-            f"teacher_logits must be a torch.Tensor; got {type(teacher_logits).__name__}"
-        )
-    teacher_logits = _broadcast_target(
-        teacher_logits.to(student_logits.dtype), student_logits, "teacher_logits"
-    )
-    if check:
-        _check_finite(teacher_logits, "teacher_logits")
+    teacher_logits = _checked_teacher(teacher_logits, student_logits, check)
     per_sample = kl_divergence_from_logits(
         teacher_logits / temperature, student_logits / temperature
     )
@@ -370,13 +383,17 @@ def distillation_loss(
     Tensor, shape ``(R,)``
     """
     alpha = _check_alpha(alpha)
-    if alpha == 0 or alpha == 1:  # the other term has weight 0: same value, half the work
-        if check:  # but both are still validated
-            cross_entropy(student_logits.detach(), labels, sample_weight, check)
-            kd_loss(student_logits.detach(), teacher_logits, temperature, True, sample_weight)
-        if alpha == 1:
-            return cross_entropy(student_logits, labels, sample_weight, check=False)
-        return kd_loss(student_logits, teacher_logits, temperature, True, sample_weight, False)
+    # At alpha 0 or 1 the other term has weight 0: the same value (and gradient) without
+    # computing it; its inputs are still validated.
+    if alpha == 0:
+        _check_logits(student_logits)
+        _checked_labels(labels, student_logits, check)
+        return kd_loss(student_logits, teacher_logits, temperature, True, sample_weight, check)
+    if alpha == 1:
+        _check_logits(student_logits)
+        _check_temperature(temperature)
+        _checked_teacher(teacher_logits, student_logits, check)
+        return cross_entropy(student_logits, labels, sample_weight, check)
     hard = cross_entropy(student_logits, labels, sample_weight, check)
     soft = kd_loss(student_logits, teacher_logits, temperature, True, sample_weight, check)
     return alpha * hard + (1 - alpha) * soft

@@ -195,3 +195,9 @@ def test_distillation_loss_with_one_term_equals_the_mixture_exactly(alpha):
         losses.distillation_loss(zs, torch.tensor([0, 1, 2, 3, 9]), zt, 2.0, alpha)
     with pytest.raises(ValueError, match="teacher_logits"):
         losses.distillation_loss(zs, y, torch.full_like(zt, math.nan), 2.0, alpha)
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor"):  # even unchecked
+        losses.distillation_loss(zs, [0, 1, 2, 3, 0], zt, 2.0, alpha, check=False)
+    with pytest.raises(TypeError, match="teacher_logits must be a torch.Tensor"):
+        losses.distillation_loss(zs, y, zt.tolist(), 2.0, alpha, check=False)
+    with pytest.raises(ValueError, match="temperature"):
+        losses.distillation_loss(zs, y, zt, 0.0, alpha)
